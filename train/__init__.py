@@ -1,0 +1,1 @@
+"""usseg.train: data sets, splits, synthetic phantom, augmentation, model, loop, evaluation (PyTorch + MONAI)."""
