@@ -1,0 +1,343 @@
+"""The training loop: epochs of augmented batches, validation every k epochs, checkpoints, logs.
+
+    RUN/config.json    the TrainConfig used (loads back with --config)
+    RUN/last.pt        the latest epoch, for --resume
+    RUN/best.pt        the best mean validation Dice so far
+    RUN/metrics.json   every validation, the best one and a final summary
+    RUN/tb/            TensorBoard scalars: train/loss, val/loss, val/<class>, val/mean_dice
+
+Epochs are counted from 0 in files (checkpoint "epoch", history) and from 1 in messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from usseg.runtime.contract import Contract, InputSpec, default_postprocess
+
+from .augment import Augmenter, offline_copies
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .dataset import Frames, SegDataset, load_frames, make_loader, split_ids
+from .io import DataError, write_json
+from .losses import SegLoss, hausdorff_weight
+from .maskfolder import open_mask_folder
+from .metrics import DiceAccumulator, by_class, json_number, mean_dice
+from .model import build_model
+
+log = logging.getLogger(__name__)
+
+# Fields that --resume accepts changed (each is logged); a new ``epochs`` reshapes the HD-weight
+# and learning-rate schedules from the resumed epoch on. Any other change is an error.
+RESUMABLE_CHANGES = ("epochs", "patience", "val_every", "num_workers", "device")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> CUDA when torch sees one, else CPU; an explicit 'cuda' without one is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train config field 'device': 'cuda' asked for, but torch {torch.__version__} "
+                         "sees no CUDA device; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+    """Per-epoch learning-rate schedule, or None for a constant rate."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
+    return None
+
+
+def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, device, amp: bool) -> float:
+    """One pass over ``loader``; returns the mean training loss per frame."""
+    model.train()
+    total, frames = 0.0, 0
+    for batch in loader:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = model(image)
+        loss, _ = loss_fn(logits, label, hd_weight, batch.get("fields"))
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(image)
+        frames += len(image)
+    return total / max(frames, 1)
+
+
+@torch.no_grad()
+def validate(model, loader, loss_fn, hd_weight: float, num_classes: int, device, amp: bool) -> tuple[float, np.ndarray]:
+    """(mean loss per frame, per-class Dice (C-1,)) on argmax label maps at model size."""
+    model.eval()
+    dice = DiceAccumulator(num_classes)
+    total, frames = 0.0, 0
+    for batch in loader:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = model(image)
+        loss, _ = loss_fn(logits, label, hd_weight)
+        total += float(loss) * len(image)
+        frames += len(image)
+        dice.update(logits.argmax(1), label[:, 0])
+    return total / max(frames, 1), dice.result()
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("usseg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_contract(cfg: TrainConfig, classes: tuple[str, ...], provenance: dict[str, Any]) -> Contract:
+    mcfg = cfg.model_config()
+    return Contract(classes=tuple(classes), input=InputSpec(height=mcfg.height, width=mcfg.width, batch=1),
+                    recipe=cfg.recipe_spec(), postprocess=default_postprocess(tuple(classes)),
+                    provenance=provenance)
+
+
+def best_entry(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first validation with the highest mean val Dice (the one best.pt holds)."""
+    validations = [h for h in history if "val_dice" in h]
+    return max(validations, key=lambda h: _key(h["mean_val_dice"])) if validations else None
+
+
+def stale_validations(history: list[dict[str, Any]]) -> int:
+    """Validations since the best one (for early stopping; derived, so --resume keeps it)."""
+    validations = [h for h in history if "val_dice" in h]
+    best = best_entry(history)
+    return 0 if best is None else len(validations) - 1 - validations.index(best)
+
+
+def _key(score: float | None) -> float:
+    return -math.inf if score is None or math.isnan(score) else score
+
+
+class Trainer:
+    """One run: data, model and optimiser, the state that last.pt carries, and its outputs."""
+
+    def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True) -> None:
+        self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
+        self.device = resolve_device(cfg.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.folder = open_mask_folder(data_dir)
+        self.classes = self.folder.classes
+        self.fingerprint = self.folder.fingerprint()
+        self._load_data()
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model_config(), len(self.classes)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.loss_fn = SegLoss()
+        self.epoch, self.best_score, self.best_dice = -1, float("nan"), {}
+        self.history: list[dict[str, Any]] = []
+
+    def _load_data(self) -> None:
+        cfg, mcfg = self.cfg, self.cfg.model_config()
+        self.parts = split_ids(self.folder, cfg.val_fraction)
+        frames = {s: load_frames(self.folder, self.parts[s], cfg.recipe_spec(), mcfg.height, mcfg.width)
+                  for s in ("train", "val")}
+        train = frames["train"]
+        if cfg.offline_copies:
+            images, masks = offline_copies(train.images, train.masks, cfg.offline_copies, cfg.seed)
+            train = Frames(train.ids * (cfg.offline_copies + 1), images, masks)
+            log.info("offline augmentation: %d train frames (%d copies each)", len(train), cfg.offline_copies)
+        online = Augmenter() if cfg.augment and not cfg.offline_copies else None
+        n = len(self.classes)
+        self.train_set = SegDataset(train, n, online, cfg.seed)
+        self.val_set = SegDataset(frames["val"], n)
+
+    def restore(self, path: Path) -> None:
+        """Continue from ``last.pt``: weights, optimiser, schedule, RNG, history."""
+        state = load_checkpoint(path)
+        saved, now = state.get("train_config", {}), self.cfg.to_dict()
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
+        if fixed:
+            raise DataError(f"{path}: cannot resume with different {fixed} "
+                            f"(was {[saved.get(k) for k in fixed]}, now {[now[k] for k in fixed]})")
+        for k in changed:
+            log.warning("resuming with %s = %r (was %r)", k, now[k], saved.get(k))
+        if state.get("data_fingerprint") not in (None, self.fingerprint):
+            raise DataError(f"{path}: trained on data {state['data_fingerprint']}, not {self.fingerprint}")
+        self.model.load_state_dict(state["model_state_dict"])
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        if self.scheduler is not None and state.get("scheduler_state_dict") is not None:
+            self.scheduler.load_state_dict(state["scheduler_state_dict"])
+            for attr in ("T_max", "total_iters"):  # --epochs may have changed
+                if hasattr(self.scheduler, attr):
+                    setattr(self.scheduler, attr, self.cfg.epochs)
+        if state.get("scaler_state_dict"):
+            self.scaler.load_state_dict(state["scaler_state_dict"])
+        if state.get("rng_state") is not None:
+            torch.set_rng_state(state["rng_state"])
+        self.epoch, self.best_score = int(state["epoch"]), float(state["best_val_score"])
+        self.best_dice = dict(state.get("best_val_dice", {}))
+        self.history = list(state.get("history", []))
+        log.info("resuming %s after epoch %d (best mean val Dice %.4f)", path, self.epoch + 1, self.best_score)
+
+    def state(self, val_dice: dict[str, float | None], mean: float) -> dict[str, Any]:
+        """The checkpoint dict: tensors and JSON-like values only (loads with weights_only=True)."""
+        provenance = {"data_fingerprint": self.fingerprint, "epoch": self.epoch, "val_dice": val_dice,
+                      "mean_val_dice": json_number(mean), "usseg_version": package_version(),
+                      "model": self.cfg.model_config().name}
+        return {
+            "epoch": self.epoch,
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler_state_dict": self.scaler.state_dict() if self.amp else None,
+            "best_val_score": self.best_score,
+            "best_val_dice": self.best_dice,
+            "model_config": self.cfg.model_config().to_dict(),
+            "contract": make_contract(self.cfg, self.classes, provenance).to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "data_fingerprint": self.fingerprint,
+            "val_dice": val_dice,
+            "history": self.history,
+            "rng_state": torch.get_rng_state(),
+        }
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch, validate when due; returns the epoch's history entry."""
+        cfg = self.cfg
+        hw = hausdorff_weight(epoch, cfg.epochs, cfg.hd_start, cfg.hd_end, cfg.hd_max)
+        self.train_set.set_epoch(epoch, fields=hw > 0)
+        loader = make_loader(self.train_set, cfg.batch_size, True, cfg.seed, epoch, cfg.num_workers)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        loss = train_epoch(self.model, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp)
+        seconds = time.perf_counter() - start
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.epoch = epoch
+        entry = {"epoch": epoch, "train_loss": loss, "hd_weight": hw, "lr": lr, "seconds": round(seconds, 3),
+                 "frames_per_s": round(len(self.train_set) / seconds, 2)}
+        if (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1:
+            val_loader = make_loader(self.val_set, cfg.batch_size, False, cfg.seed, epoch, 0)
+            val_loss, dice = validate(self.model, val_loader, self.loss_fn, hw, len(self.classes), self.device, self.amp)
+            entry.update(val_loss=val_loss, val_dice=by_class(dice, self.classes),
+                         mean_val_dice=json_number(mean_dice(dice)))
+        self.history.append(entry)
+        return entry
+
+    def record(self, entry: dict[str, Any], writer: SummaryWriter) -> None:
+        """TensorBoard scalars, best.pt when the mean val Dice improved, last.pt every epoch."""
+        epoch = entry["epoch"]
+        writer.add_scalar("train/loss", entry["train_loss"], epoch)
+        writer.add_scalar("train/hd_weight", entry["hd_weight"], epoch)
+        writer.add_scalar("train/lr", entry["lr"], epoch)
+        validated = [h for h in self.history if "val_dice" in h]
+        val_dice, mean = (validated[-1]["val_dice"], validated[-1]["mean_val_dice"]) if validated else ({}, None)
+        if "val_dice" in entry:
+            writer.add_scalar("val/loss", entry["val_loss"], epoch)
+            for name, value in entry["val_dice"].items():
+                if value is not None:
+                    writer.add_scalar(f"val/{name}", value, epoch)
+            if mean is not None:
+                writer.add_scalar("val/mean_dice", mean, epoch)
+            if _key(mean) > _key(self.best_score):
+                self.best_score, self.best_dice = mean, dict(val_dice)
+                save_checkpoint(self.out / "best.pt", self.state(val_dice, mean))
+        save_checkpoint(self.out / "last.pt", self.state(val_dice, math.nan if mean is None else mean))
+
+    def write_metrics(self, final: dict[str, Any] | None = None) -> None:
+        validations = [h for h in self.history if "val_dice" in h]
+        write_json(self.out / "metrics.json", {"classes": list(self.classes), "validations": validations,
+                                               "best": best_entry(self.history), "final": final})
+
+    def run(self) -> dict[str, Any]:
+        """Epochs from the one after ``self.epoch`` to the end (or an early stop)."""
+        cfg, first = self.cfg, self.epoch + 1
+        write_json(self.out / "config.json", cfg.to_dict())
+        writer = SummaryWriter(str(self.out / "tb"), purge_step=first or None)
+        log.info("training %s (%d parameters) on %s: %d train / %d val frames, epochs %d-%d",
+                 cfg.model_config().name, sum(p.numel() for p in self.model.parameters()), self.device,
+                 len(self.train_set), len(self.val_set), first + 1, cfg.epochs)
+        started, stopped_early = time.perf_counter(), False
+        bar = tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, unit="epoch", desc="train",
+                   disable=not self.progress, dynamic_ncols=True)
+        with logging_redirect_tqdm():
+            for epoch in bar:
+                entry = self.run_epoch(epoch)
+                self.record(entry, writer)
+                bar.set_postfix(loss=f"{entry['train_loss']:.4f}", best=f"{self.best_score:.4f}")
+                if "val_dice" in entry:
+                    self.write_metrics()
+                    log.info("epoch %d: train loss %.4f, val loss %.4f, val Dice %s, mean %s", epoch + 1,
+                             entry["train_loss"], entry["val_loss"], _fmt(entry["val_dice"]), _fmt(entry["mean_val_dice"]))
+                if cfg.patience and stale_validations(self.history) >= cfg.patience:
+                    log.info("early stop after epoch %d: no better mean val Dice in %d validations", epoch + 1, cfg.patience)
+                    stopped_early = True
+                    break
+        writer.close()
+        return self.summary(first, time.perf_counter() - started, stopped_early)
+
+    def summary(self, first: int, seconds: float, stopped_early: bool) -> dict[str, Any]:
+        best = best_entry(self.history)
+        summary = {
+            "run": str(self.out), "best_epoch": best["epoch"] if best else None,
+            "best_mean_val_dice": json_number(self.best_score),
+            "best_val_dice": self.best_dice, "last_epoch": self.epoch, "epochs_this_session": self.epoch + 1 - first,
+            "stopped_early": stopped_early, "train_seconds": round(seconds, 1),
+            "frames": {k: len(v) for k, v in self.parts.items()}, "data_fingerprint": self.fingerprint,
+            "model_config": self.cfg.model_config().to_dict(), "recipe": self.cfg.recipe_spec().to_dict(),
+            "device": str(self.device),
+        }
+        self.write_metrics(summary)
+        return summary
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) + "}"
+    return "-" if value is None else f"{value:.4f}"
+
+
+def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
+          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train on the mask folder ``data_dir`` into ``out_dir``; returns the run's summary.
+
+    Raises DataError for unusable data, a missing last.pt on ``resume``, or an existing run in
+    ``out_dir`` without ``resume`` or ``overwrite``.
+    """
+    out = Path(out_dir)
+    last = out / "last.pt"
+    if resume and not last.is_file():
+        raise DataError(f"{last}: nothing to resume")
+    if not resume and last.exists() and not overwrite:
+        raise DataError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to start again")
+    started = time.perf_counter()
+    trainer = Trainer(cfg, data_dir, out, progress)
+    if resume:
+        trainer.restore(last)
+    else:
+        _clear_run(out)
+    summary = trainer.run()
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    trainer.write_metrics(summary)
+    return summary
+
+
+def _clear_run(out: Path) -> None:
+    """Remove a previous run's outputs so that nothing stale mixes with the new run."""
+    for name in ("best.pt", "last.pt", "metrics.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
