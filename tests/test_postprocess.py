@@ -1,0 +1,397 @@
+"""The fast spine post-processing against the plain seed reference and against known geometry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from numba.core.registry import CPUDispatcher
+from skimage.morphology import skeletonize as skimage_skeletonize
+
+from usseg.benchmarks.reference_postprocess import reference_postprocess, synthetic_spine_labels
+from usseg.runtime import postprocess as fast
+from usseg.runtime.contract import PostprocessSpec
+from usseg.runtime.postprocess import (
+    LABEL_EPI, LABEL_MID, LABEL_VTB, MID, EPI, VTB, SpineGeometry, postprocess_spine, warmup,
+)
+
+SPEC = PostprocessSpec()
+H, W = 480, 640
+RANDOM_CASES = 40
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def end_point_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest end point distance, the two end points taken as an unordered pair."""
+    same = max(np.linalg.norm(a[0] - b[0]), np.linalg.norm(a[1] - b[1]))
+    swapped = max(np.linalg.norm(a[0] - b[1]), np.linalg.norm(a[1] - b[0]))
+    return float(min(same, swapped))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(a32), cv2.convexHull(b32))
+    union = cv2.contourArea(a32) + cv2.contourArea(b32) - inter
+    return float(inter / union) if union > 0 else 1.0
+
+
+def assert_close_to_reference(labels: np.ndarray, spec: PostprocessSpec = SPEC) -> SpineGeometry:
+    got, want = postprocess_spine(labels, spec), reference_postprocess(labels, spec)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    for name in ("mid", "epi"):
+        g, w = getattr(got, name), getattr(want, name)
+        assert (g is None) == (w is None), f"{name}: fast {g}, reference {w}"
+        if g is not None:
+            assert end_point_error(g, w) <= 3.0, f"{name}: fast {g.tolist()}, reference {w.tolist()}"
+    assert (got.vtb is None) == (want.vtb is None), f"vtb: fast {got.vtb}, reference {want.vtb}"
+    if got.vtb is not None:
+        assert box_iou(got.vtb, want.vtb) >= 0.95
+    return got
+
+
+def assert_identical(got: SpineGeometry, want: SpineGeometry) -> None:
+    np.testing.assert_array_equal(got.masks, want.masks)
+    for name in ("mid", "vtb", "epi"):
+        g, w = getattr(got, name), getattr(want, name)
+        assert (g is None) == (w is None), name
+        if g is not None:
+            np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def random_cases(count: int = RANDOM_CASES, seed: int = 2024) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [synthetic_spine_labels(rng, mid=rng.random() < 0.85, vtb=rng.random() < 0.9,
+                                   epi=rng.random() < 0.9) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[np.ndarray]:
+    return random_cases()
+
+
+@pytest.fixture(scope="module")
+def references(cases) -> list[SpineGeometry]:
+    return [reference_postprocess(labels, SPEC) for labels in cases]
+
+
+def blank() -> np.ndarray:
+    return np.zeros((H, W), np.uint8)
+
+
+# ------------------------------------------------------------------- parity on random maps
+
+
+def test_random_maps_within_tolerance_of_reference(cases, references):
+    for labels, want in zip(cases, references):
+        got = postprocess_spine(labels, SPEC)
+        np.testing.assert_array_equal(got.masks, want.masks)
+        for name in ("mid", "epi"):
+            g, w = getattr(got, name), getattr(want, name)
+            assert (g is None) == (w is None)
+            if g is not None:
+                assert end_point_error(g, w) <= 3.0
+        assert (got.vtb is None) == (want.vtb is None)
+        if got.vtb is not None:
+            assert box_iou(got.vtb, want.vtb) >= 0.95
+
+
+def test_random_maps_reproduce_reference_exactly(cases, references):
+    """The skeleton and the Hough walk are reproduced bit for bit, so nothing drifts at all."""
+    for labels, want in zip(cases, references):
+        assert_identical(postprocess_spine(labels, SPEC), want)
+
+
+def test_random_maps_exercise_every_outcome(references):
+    """The random cases are not vacuous: lines, boxes and the no-MID rule all occur."""
+    assert sum(r.mid is not None for r in references) >= RANDOM_CASES // 2
+    assert sum(r.epi is not None for r in references) >= RANDOM_CASES // 3
+    assert sum(r.vtb is not None for r in references) >= RANDOM_CASES // 3
+    assert sum(r.mid is None for r in references) >= 2
+
+
+def test_other_frame_sizes_and_parameters():
+    rng = np.random.default_rng(7)
+    for height, width in ((240, 320), (101, 157), (480, 640)):
+        for spec in (SPEC, PostprocessSpec(min_line_area=150, min_box_area=900, gap_kernel=3, gap_iterations=2)):
+            labels = synthetic_spine_labels(rng, height, width)
+            assert_identical(postprocess_spine(labels, spec), reference_postprocess(labels, spec))
+
+
+# ------------------------------------------------------------------------- known geometry
+
+
+def test_vertical_mid_line_end_points():
+    labels = blank()
+    cv2.line(labels, (320, 60), (320, 400), LABEL_MID, 10)
+    geo = assert_close_to_reference(labels)
+    assert end_point_error(geo.mid, np.array([[320, 60], [320, 400]], float)) <= 3.0
+    assert geo.epi is None and geo.vtb is None
+
+
+def test_full_scene_geometry():
+    labels = blank()
+    cv2.rectangle(labels, (250, 180), (400, 260), LABEL_VTB, -1)
+    cv2.line(labels, (330, 40), (330, 430), LABEL_MID, 10)
+    cv2.line(labels, (260, 300), (380, 300), LABEL_EPI, 8)
+    geo = assert_close_to_reference(labels)
+    assert end_point_error(geo.mid, np.array([[330, 40], [330, 430]], float)) <= 3.0
+    assert end_point_error(geo.epi, np.array([[260, 300], [380, 300]], float)) <= 3.0
+    # MID crosses VTB, so gap fixing hands VTB the MID pixels up to 6 rows above and below it.
+    grown = np.array([[250, 174], [400, 174], [400, 266], [250, 266]], float)
+    assert box_iou(geo.vtb, grown) >= 0.95
+
+
+def test_tilted_line_keeps_the_seeds_short_hough_segment():
+    """On a tilted skeleton HoughLinesP's walk along its 1-degree angle drops off the line early;
+    the seed keeps that shorter segment, and so does the fast version: both ends on the line."""
+    labels = blank()
+    p, q = np.array([330.0, 40.0]), np.array([345.0, 430.0])
+    cv2.line(labels, tuple(int(v) for v in p), tuple(int(v) for v in q), LABEL_MID, 10)
+    geo = assert_close_to_reference(labels)
+    direction = (q - p) / np.linalg.norm(q - p)
+    for point in geo.mid:
+        offset = point - p
+        assert abs(offset[0] * direction[1] - offset[1] * direction[0]) <= 3.0  # on the line
+        assert -3.0 <= offset @ direction <= np.linalg.norm(q - p) + 3.0  # within its extent
+    assert np.linalg.norm(geo.mid[1] - geo.mid[0]) >= 0.5 * np.linalg.norm(q - p)
+
+
+def test_box_corners_of_a_rotated_rect():
+    labels = blank()
+    cv2.line(labels, (320, 20), (320, 460), LABEL_MID, 10)
+    corners = cv2.boxPoints(((200, 240), (120, 70), 20)).round().astype(np.int32)
+    cv2.fillPoly(labels, [corners], LABEL_VTB)
+    geo = assert_close_to_reference(labels)
+    assert box_iou(geo.vtb, corners.astype(float)) >= 0.95
+
+
+# ------------------------------------------------------------------------------ the rules
+
+
+def test_gap_fixing_takes_only_nearby_pixels_of_the_overlapping_class():
+    labels = blank()
+    cv2.line(labels, (320, 60), (320, 400), LABEL_MID, 10)  # MID covers x 315..325
+    labels[200:204, 326:340] = LABEL_EPI  # EPI touching MID: within 6 px of it joins MID
+    labels[300:304, 400:420] = LABEL_EPI  # EPI far from MID stays EPI only
+    cv2.rectangle(labels, (200, 100), (310, 160), LABEL_VTB, -1)  # VTB 5 px from MID
+    geo = assert_close_to_reference(labels)
+    mid, vtb, epi = geo.masks
+    assert mid[200:204, 326:332].all() and not mid[200:204, 332:340].any()
+    assert not mid[300:304, 400:420].any()
+    np.testing.assert_array_equal(epi, labels == LABEL_EPI)  # EPI is never changed
+    assert vtb[100:161, 315:317].all()  # MID pixels next to VTB joined VTB
+    assert not vtb[170:, :].any()
+
+
+def test_no_mid_line_drops_everything():
+    labels = blank()
+    cv2.rectangle(labels, (200, 150), (350, 260), LABEL_VTB, -1)
+    cv2.line(labels, (220, 320), (360, 310), LABEL_EPI, 9)
+    geo = assert_close_to_reference(labels)
+    assert geo.mid is None and geo.vtb is None and geo.epi is None
+    assert not geo.masks.any()
+
+
+def test_mid_blob_below_area_threshold_drops_everything():
+    labels = blank()
+    labels[100:120, 300:320] = LABEL_MID  # contour area 19 * 19 = 361 < 500
+    cv2.rectangle(labels, (200, 150), (350, 260), LABEL_VTB, -1)
+    cv2.line(labels, (220, 320), (360, 310), LABEL_EPI, 9)
+    geo = assert_close_to_reference(labels)
+    assert geo.mid is None and geo.vtb is None and geo.epi is None
+    assert not geo.masks.any()
+
+
+def test_empty_map():
+    geo = assert_close_to_reference(blank())
+    assert geo.mid is None and geo.vtb is None and geo.epi is None
+    assert geo.masks.shape == (3, H, W) and geo.masks.dtype == np.uint8 and not geo.masks.any()
+
+
+def test_shapes_touching_the_border():
+    labels = blank()
+    cv2.line(labels, (3, 0), (20, 479), LABEL_MID, 12)
+    cv2.line(labels, (0, 200), (90, 215), LABEL_EPI, 10)
+    cv2.rectangle(labels, (560, 0), (639, 120), LABEL_VTB, -1)
+    cv2.circle(labels, (639, 479), 9, LABEL_MID, -1)
+    geo = assert_close_to_reference(labels)
+    assert geo.mid is not None and geo.epi is not None and geo.vtb is not None
+
+
+def test_one_pixel_wide_shapes():
+    labels = blank()
+    cv2.line(labels, (320, 20), (330, 460), LABEL_MID, 1)
+    cv2.line(labels, (100, 300), (500, 310), LABEL_EPI, 1)
+    cv2.rectangle(labels, (100, 100), (300, 200), LABEL_VTB, 1)
+    geo = assert_close_to_reference(labels)
+    assert geo.mid is None  # opening removes a 1-px line, so the rule fires
+    thick = blank()
+    cv2.line(thick, (320, 20), (330, 460), LABEL_MID, 10)
+    cv2.line(thick, (100, 300), (500, 310), LABEL_EPI, 1)
+    cv2.rectangle(thick, (100, 100), (300, 200), LABEL_VTB, 1)
+    geo = assert_close_to_reference(thick)
+    assert geo.mid is not None and geo.epi is None and geo.vtb is not None
+
+
+def test_stray_blobs_far_from_the_line_do_not_change_it():
+    labels = blank()
+    cv2.line(labels, (300, 50), (330, 420), LABEL_MID, 10)
+    for x, y, r in ((30, 30, 8), (600, 40, 5), (50, 450, 7), (620, 460, 3), (200, 240, 9)):
+        cv2.circle(labels, (x, y), r, LABEL_MID, -1)
+    geo = assert_close_to_reference(labels)
+    clean = blank()
+    cv2.line(clean, (300, 50), (330, 420), LABEL_MID, 10)
+    np.testing.assert_array_equal(geo.mid, postprocess_spine(clean, SPEC).mid)
+
+
+# ---------------------------------------------------------------------- building blocks
+
+
+def random_shapes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    image = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 5))):
+        kind = rng.integers(0, 3)
+        p = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        if kind == 0:
+            q = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            cv2.line(image, p, q, 1, int(rng.integers(1, 14)))
+        elif kind == 1:
+            cv2.circle(image, p, int(rng.integers(1, 20)), 1, -1)
+        else:
+            image[rng.random(image.shape) < 0.3] = 1
+    return image
+
+
+def test_skeleton_matches_skimage():
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        image = random_shapes(rng, 70, 90)
+        expected = skimage_skeletonize(image > 0).astype(np.uint8)
+        np.testing.assert_array_equal(fast.skeletonize(image), expected)
+
+
+def test_probabilistic_hough_matches_opencv():
+    rng = np.random.default_rng(12)
+    for k in range(120):
+        image = np.zeros((H, W), np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            p = (int(rng.integers(0, W)), int(rng.integers(0, H)))
+            q = (int(rng.integers(0, W)), int(rng.integers(0, H)))
+            cv2.line(image, p, q, 255, int(rng.integers(1, 4)))
+        if k % 3 == 0:
+            image[rng.random(image.shape) < 0.002] = 255
+        expected = cv2.HoughLinesP(image, fast.HOUGH_RHO, fast.HOUGH_THETA, fast.HOUGH_THRESHOLD,
+                                   minLineLength=fast.HOUGH_MIN_LINE_LENGTH, maxLineGap=fast.HOUGH_MAX_LINE_GAP)
+        expected = np.zeros((0, 4), np.int32) if expected is None else expected.reshape(-1, 4)
+        np.testing.assert_array_equal(fast.probabilistic_hough(image), expected)
+
+
+def test_thinning_table_departs_from_the_paper_only_where_skimage_does():
+    paper = np.array([fast._zhang_suen_removal(code) for code in range(256)])
+    departs = np.nonzero(paper != fast.THINNING_TABLE)[0]
+    assert sorted(departs.tolist()) == sorted(fast._SKIMAGE_TABLE_DEPARTURES)
+
+
+# ------------------------------------------------------------------- input and plumbing
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((4, 5, 3), np.uint8), "2-D"),
+    (np.zeros(20, np.uint8), "2-D"),
+    (np.zeros((4, 5), np.float32), "uint8"),
+    (np.zeros((4, 5), np.int64), "uint8"),
+    (np.zeros((0, 5), np.uint8), "empty"),
+    ([[0, 1], [2, 3]], "numpy array"),
+])
+def test_bad_input_is_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        postprocess_spine(bad, SPEC)
+
+
+def test_unknown_label_value_is_refused():
+    labels = blank()
+    labels[10, 10] = 4
+    with pytest.raises(ValueError, match="value 4"):
+        postprocess_spine(labels, SPEC)
+
+
+def test_masks_written_into_out(cases):
+    out = np.full((3, H, W), 7, np.uint8)
+    for labels in cases[:5]:
+        geo = postprocess_spine(labels, SPEC, out=out)
+        assert geo.masks is out
+        np.testing.assert_array_equal(out, reference_postprocess(labels, SPEC).masks)
+    with pytest.raises(ValueError, match="out must be"):
+        postprocess_spine(cases[0], SPEC, out=np.zeros((3, H, W - 1), np.uint8))
+
+
+def test_non_contiguous_labels_are_accepted(cases):
+    wide = np.zeros((H, 2 * W), np.uint8)
+    wide[:, ::2] = cases[0]
+    assert_identical(postprocess_spine(wide[:, ::2], SPEC), reference_postprocess(cases[0], SPEC))
+
+
+def test_threads_get_their_own_scratch(cases, references):
+    results: dict[int, list[SpineGeometry]] = {}
+
+    def work(k: int) -> None:
+        results[k] = [postprocess_spine(labels, SPEC) for labels in cases[:12]]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k in range(3):
+        for got, want in zip(results[k], references[:12]):
+            assert_identical(got, want)
+
+
+def test_warmup_compiles_every_kernel_a_frame_needs(cases):
+    warmup()
+    kernels = {name: obj for name, obj in vars(fast).items() if isinstance(obj, CPUDispatcher)}
+    before = {name: len(kernel.signatures) for name, kernel in kernels.items()}
+    for labels in cases[:10]:
+        postprocess_spine(labels, SPEC)
+        postprocess_spine(labels, SPEC, out=np.empty((3, H, W), np.uint8))
+    after = {name: len(kernel.signatures) for name, kernel in kernels.items()}
+    assert after == before
+
+
+def test_plane_order_is_mid_vtb_epi():
+    assert (MID, VTB, EPI) == (0, 1, 2)
+
+
+_WITHOUT_TRAINING_PACKAGES = """
+import sys
+
+BLOCKED = {"torch", "monai", "albumentations", "iterstrat", "skimage", "scipy"}
+
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not available to the runtime")
+
+
+sys.meta_path.insert(0, Refuse())
+import cv2
+import numpy as np
+from usseg.runtime.postprocess import postprocess_spine, warmup
+
+warmup()
+labels = np.zeros((480, 640), np.uint8)
+cv2.line(labels, (320, 60), (320, 400), 1, 10)
+assert postprocess_spine(labels).mid is not None
+assert not BLOCKED & {name.split(".")[0] for name in sys.modules}
+"""
+
+
+def test_runtime_runs_without_training_packages():
+    subprocess.run([sys.executable, "-c", _WITHOUT_TRAINING_PACKAGES], check=True, timeout=120)
