@@ -28,3 +28,40 @@ def tiny_seed_dataset(tmp_path):
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps(annotations))
     return path, images
+
+
+PHANTOM_SIZE = (120, 160)
+
+
+@pytest.fixture(scope="session")
+def phantom_data(tmp_path_factory):
+    """A small prepared phantom mask folder (24 frames of 120x160) shared by the session."""
+    from usseg.train.phantom import PhantomConfig, write_dataset
+    from usseg.train.prepare import main as prepare_main
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_dataset(root / "seed", count=24, seed=7, cfg=PhantomConfig(height=PHANTOM_SIZE[0], width=PHANTOM_SIZE[1]))
+    assert prepare_main(["--annotations", str(root / "seed" / "annotations.json"),
+                         "--images", str(root / "seed" / "images"), "--out", str(root / "data")]) == 0
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(phantom_data, tmp_path_factory):
+    """A tiny model trained for a few epochs on the phantom: RUN/best.pt and RUN/last.pt."""
+    from usseg.train.train_cli import main as train_main
+
+    run = tmp_path_factory.mktemp("run")
+    assert train_main(["--data", str(phantom_data), "--out", str(run), "--profile", "tiny",
+                       "--epochs", "4", "--device", "cpu"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run, phantom_data, tmp_path_factory):
+    """The tiny model exported to ONNX fp32 (verified against PyTorch on phantom frames)."""
+    from usseg.export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--frames", str(phantom_data)]) == 0
+    return out

@@ -1,0 +1,65 @@
+"""Frames for verification and int8 calibration, run through the contract's own preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from usseg.runtime.contract import Contract
+from usseg.runtime.preprocess import preprocess
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+VERIFY_FRAMES = 6
+CALIBRATION_FRAMES = 32
+
+
+def image_files(folder: Path, split: str | None = "train") -> list[Path]:
+    """Images of a mask folder's split (falling back to all of them) or of a plain image folder."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    if (folder / "split.csv").is_file() and (folder / "images").is_dir():
+        from usseg.train.maskfolder import open_mask_folder
+
+        data = open_mask_folder(folder)
+        ids = data.ids(split) or data.ids()
+        return [data.image_path(i) for i in ids]
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _prepare(frames: list[np.ndarray], contract: Contract) -> np.ndarray:
+    spec = contract.input
+    return np.stack([preprocess(f, contract.recipe, spec.height, spec.width)[0] for f in frames])[:, None]
+
+
+def _read(files: list[Path]) -> list[np.ndarray]:
+    from usseg.train.io import read_grey8
+
+    return [read_grey8(p) for p in files]
+
+
+def phantom_frames(count: int, contract: Contract, seed: int = 20250) -> list[np.ndarray]:
+    from usseg.train.phantom import PhantomConfig, generate_frame
+
+    cfg = PhantomConfig(height=480, width=640)
+    return [generate_frame(cfg, seed=seed, index=i)[0] for i in range(count)]
+
+
+def verification_frames(folder: Path | None, contract: Contract, count: int = VERIFY_FRAMES) -> np.ndarray:
+    """[N, 1, H, W] float32 model inputs: from ``folder`` (val/test first) or phantom frames."""
+    if folder is None:
+        frames = phantom_frames(count, contract)
+    else:
+        files = image_files(folder, split="val") if (folder / "split.csv").is_file() else image_files(folder)
+        frames = _read(files[:count])
+    return _prepare(frames, contract)
+
+
+def calibration_frames(folder: Path, contract: Contract, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
+    """Preprocessed training frames ([H, W] float32 each) for int8 calibration."""
+    files = image_files(folder, split="train")
+    step = max(1, len(files) // count)
+    return [f[0] for f in _prepare(_read(files[::step][:count]), contract)]

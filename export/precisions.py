@@ -1,0 +1,25 @@
+"""The one table of export precisions: it drives the CLI choices, verification and benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    # Minimum mean Dice of this precision's labels against fp32's labels (None: compare to torch).
+    min_dice_vs_fp32: float | None
+    # Minimum share of pixels whose label equals the PyTorch checkpoint's (fp32 only).
+    min_label_agreement: float | None
+    needs_calibration: bool
+    description: str
+
+
+PRECISIONS: dict[str, Precision] = {
+    "fp32": Precision("fp32", None, 0.9999, False, "float32 weights and activations"),
+    "fp16": Precision("fp16", 0.99, None, False, "float16 weights and activations, float32 input/output"),
+    "int8": Precision("int8", 0.97, None, True, "static QDQ int8, calibrated on training frames"),
+}
+
+OUTPUT_KINDS = ("logits", "probs", "labels")
