@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-HEAVY = ("torch", "monai", "albumentations", "iterstrat", "skimage", "scipy")
+HEAVY = ("torch", "monai", "albumentations", "iterstrat", "skimage", "sklearn")
 
 
 def test_runtime_imports_no_training_stack():

@@ -1,0 +1,113 @@
+"""usseg-infer: segment image files and folders with an exported model.
+
+    usseg-infer --model model.onnx IMAGES_OR_FOLDERS... --out result/ [--device auto] [--save-masks] [--spacing MM]
+
+Per image: an overlay PNG (and with --save-masks the label-mask PNG); per run: results.json with
+geometry and timings. A bad file is reported and skipped; the exit code is 1 when any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .overlay import draw_overlay
+from .preprocess import FrameError
+from .providers import DEVICES, ProviderError
+from .segmenter import ModelError, Segmenter
+from .sources import InputError, expand_inputs, read_frames
+
+log = logging.getLogger("usseg.infer")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: could not encode PNG")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="usseg-infer", description="Segment images with an exported usseg model.")
+    p.add_argument("inputs", nargs="+", help="image files or folders (png/jpg/tif/bmp, DICOM with pydicom)")
+    p.add_argument("--model", required=True, type=Path, help="exported .onnx model")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="execution device (default auto)")
+    p.add_argument("--save-masks", action="store_true", help="also write the label-mask PNG per image")
+    p.add_argument("--spacing", type=float, help="pixel spacing in mm: geometry in mm too")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, quiet: bool = False) -> dict:
+    """Segment every frame of every file; returns the results.json document."""
+    records, failures = [], []
+    for path in tqdm(files, desc="usseg-infer", unit="img", disable=quiet):
+        try:
+            frames = read_frames(path)
+            for n, frame in enumerate(frames):
+                stem = path.stem if len(frames) == 1 else f"{path.stem}_{n:04d}"
+                result = seg(frame)
+                write_png(out / f"{stem}_overlay.png", draw_overlay(frame, result))
+                if save_masks:
+                    write_png(out / f"{stem}_mask.png", result.labels)
+                records.append({"file": str(path), "frame": n, "size": list(result.labels.shape), **result.to_dict()})
+        except (InputError, FrameError) as exc:
+            log.error("skipped: %s", exc)
+            failures.append({"file": str(path), "error": str(exc)})
+    timing = _timing_summary(records)
+    return {"model": str(seg.path), "provider": seg.provider, "classes": list(seg.contract.classes),
+            "recipe": seg.contract.recipe.name, "spacing_mm": seg.spacing_mm, "frames": records,
+            "failures": failures, "timings_ms_median": timing}
+
+
+def _timing_summary(records: list[dict]) -> dict:
+    if not records:
+        return {}
+    keys = records[0]["timings_ms"].keys()
+    return {k: round(float(np.median([r["timings_ms"][k] for r in records])), 3) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    files = expand_inputs(args.inputs)
+    if not files:
+        log.error("no input images found in %s", args.inputs)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        seg = Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
+    except (ModelError, ProviderError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    doc = infer_files(seg, files, args.out, args.save_masks, args.quiet)
+    write_bytes_atomic(args.out / "results.json", json.dumps(doc, indent=1).encode())
+    t = doc["timings_ms_median"]
+    print(f"usseg-infer: {len(doc['frames'])} frames, {len(doc['failures'])} failed, on {seg.provider}; "
+          f"median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; wrote {args.out}/results.json")
+    return 1 if doc["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
