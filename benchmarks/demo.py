@@ -1,0 +1,187 @@
+"""usseg-demo: the whole product on the built-in phantom, in one command (what `make demo` runs).
+
+    synthesise + prepare -> train (demo profile) + evaluate -> export fp32 (+ int8 if it verifies)
+    -> usseg-infer on the test split, usseg-stream on a phantom cine -> a short benchmark
+    -> one summary, and runs/demo/report.md with curves, overlays and the benchmark chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("usseg.demo")
+
+
+class Step:
+    """Times a step and prints one line when it is done."""
+
+    def __init__(self, name: str, timings: dict[str, float]) -> None:
+        self.name, self.timings = name, timings
+
+    def __enter__(self) -> "Step":
+        print(f"\n=== {self.name}", flush=True)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.name] = time.perf_counter() - self.start
+        print(f"=== {self.name}: {self.timings[self.name]:.1f} s", flush=True)
+
+
+def check(code: int, what: str, allowed: tuple[int, ...] = (0,)) -> None:
+    if code not in allowed:
+        raise SystemExit(f"usseg-demo: {what} failed (exit code {code})")
+
+
+def write_cine(path: Path, frames: int, height: int, width: int) -> None:
+    import cv2
+
+    from usseg.train.phantom import PhantomConfig, generate_cine
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (width, height), isColor=False)
+    for image, _ in generate_cine(PhantomConfig(height=height, width=width), seed=5, n_frames=frames):
+        writer.write(image)
+    writer.release()
+
+
+def training_curves(run: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    history = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["history"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot([h["epoch"] + 1 for h in history], [h["train_loss"] for h in history], label="train loss")
+    val = [h for h in history if "val_loss" in h]
+    a.plot([h["epoch"] + 1 for h in val], [h["val_loss"] for h in val], "o-", label="val loss")
+    a.set_xlabel("epoch"), a.legend(), a.set_title("loss (DiceCE + HausdorffDT blend)")
+    for name in (val[0]["val_dice"] if val else {}):
+        b.plot([h["epoch"] + 1 for h in val], [h["val_dice"][name] for h in val], "o-", label=name)
+    b.plot([h["epoch"] + 1 for h in val], [h["mean_val_dice"] for h in val], "k--", label="mean")
+    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend(), b.set_title("validation Dice")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, bench_rows, timings) -> str:
+    lines = ["usseg demo summary", "=================="]
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in ev["dice"].items() if v is not None)
+    lines.append(f"test Dice ({ev['frames']} frames): {dice}; mean {ev['mean_dice']:.3f}")
+    for key, g in ev.get("geometry", {}).items():
+        metric, value = next(iter(g.items()))
+        lines.append(f"  {key} {metric.replace('_', ' ')}: {'-' if value is None else f'{value:.3f}'}")
+    for name, info in exports.items():
+        lines.append(f"export {name}: {info}")
+    t = infer.get("timings_ms_median", {})
+    lines.append("latency per frame (usseg-infer, median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    lines.append(f"stream: {stream['processed']} frames at {stream['fps']:.1f} fps, latency p50 "
+                 f"{stream['latency_ms_p50']:.1f} ms, p99 {stream['latency_ms_p99']:.1f} ms, dropped {stream['dropped']}")
+    base = next((r for r in bench_rows if r.stage == "end-to-end" and r.impl == "seed-style"), None)
+    for r in bench_rows:
+        if r.stage == "end-to-end" and r.impl == "usseg" and base is not None:
+            lines.append(f"end to end {r.precision} {r.variant}: {r.median_ms:.1f} ms/frame vs seed-style "
+                         f"{base.median_ms:.1f} ms -> {base.median_ms / r.median_ms:.2f}x")
+    lines.append("steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    lines.append(f"report: {out / 'report.md'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="usseg-demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--frames", type=int, default=70, help="phantom frames (the seed had 70)")
+    p.add_argument("--epochs", type=int, help="override the demo profile's epochs")
+    p.add_argument("--no-bench", action="store_true", help="skip the benchmark step")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("usseg").setLevel(logging.INFO)
+
+    from usseg.export.cli import main as export_main
+    from usseg.runtime.infer import main as infer_main
+    from usseg.train.evaluate import main as evaluate_main
+    from usseg.train.maskfolder import open_mask_folder
+    from usseg.train.phantom import PhantomConfig, write_dataset
+    from usseg.train.prepare import main as prepare_main
+    from usseg.train.train_cli import main as train_main
+
+    out = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    with Step("1. synthesise 70 phantom frames and prepare the split", timings):
+        write_dataset(out / "phantom", count=args.frames, seed=1, cfg=PhantomConfig(height=480, width=640))
+        check(prepare_main(["--annotations", str(out / "phantom" / "annotations.json"),
+                            "--images", str(out / "phantom" / "images"), "--out", str(out / "data")]), "prepare")
+    with Step("2. train (demo profile) and evaluate on the test split", timings):
+        train_args = ["--data", str(out / "data"), "--out", str(out / "run"), "--profile", "demo", "--device", "cpu"]
+        if args.epochs:
+            train_args += ["--epochs", str(args.epochs)]
+        check(train_main(train_args), "training")
+        check(evaluate_main(["--model", str(out / "run" / "best.pt"), "--data", str(out / "data"),
+                             "--out", str(out / "eval_test.json")]), "evaluation")
+        training_curves(out / "run", out / "curves.png")
+    exports: dict[str, str] = {}
+    with Step("3. export fp32 (and int8 when it passes verification)", timings):
+        check(export_main([str(out / "run" / "best.pt"), "-o", str(out / "model.onnx"), "--frames", str(out / "data")]),
+              "fp32 export")
+        exports["fp32"] = "verified against PyTorch"
+        code = export_main([str(out / "run" / "best.pt"), "-o", str(out / "model-int8.onnx"), "--int8",
+                            "--calibration", str(out / "data"), "--frames", str(out / "data")])
+        exports["int8"] = "verified against fp32" if code == 0 else "did not pass verification; not used"
+    with Step("4. usseg-infer on the test split, usseg-stream on a phantom cine", timings):
+        data = open_mask_folder(out / "data")
+        check(infer_main(["--model", str(out / "model.onnx"), *map(str, (data.image_path(i) for i in data.ids("test"))),
+                          "--out", str(out / "infer"), "--save-masks", "--device", "cpu"]), "usseg-infer")
+        write_cine(out / "cine.avi", 60, 480, 640)
+        from usseg.runtime.stream_cli import main as stream_main
+
+        check(stream_main(["--model", str(out / "model.onnx"), "--source", str(out / "cine.avi"),
+                           "--out", str(out / "stream" / "overlay.avi"), "--json", str(out / "stream" / "results.jsonl"),
+                           "--device", "cpu"]), "usseg-stream")
+    bench_rows = []
+    if not args.no_bench:
+        with Step("5. short benchmark against the seed-style pipeline", timings):
+            code = subprocess.call([sys.executable, "-m", "usseg.benchmarks.cli", "--quick", "--model",
+                                    str(out / "model.onnx"), "--out", str(out / "bench"), "-k",
+                                    "end_to_end and not batch"])
+            check(code, "usseg-bench")
+            from usseg.benchmarks.report import load_rows
+
+            bench_rows = load_rows(json.loads((out / "bench" / "benchmark.json").read_text()))
+    ev = json.loads((out / "eval_test.json").read_text())
+    infer = json.loads((out / "infer" / "results.json").read_text())
+    stream = stream_summary(out / "stream" / "results.jsonl")
+    text = summary_text(out, ev, exports, infer, stream, bench_rows, timings)
+    write_report(out, text, infer)
+    print("\n" + text)
+    return 0
+
+
+def stream_summary(jsonl: Path) -> dict:
+    return json.loads(jsonl.with_suffix(".summary.json").read_text())
+
+
+def write_report(out: Path, text: str, infer: dict) -> None:
+    overlays = sorted((out / "infer").glob("*_overlay.png"))[:6]
+    parts = ["# usseg demo report", "", "```", text, "```", "", "## Training curves", "", "![curves](curves.png)", "",
+             "## Overlays (test split)", ""]
+    parts += [f"![{p.stem}](infer/{p.name})" for p in overlays]
+    if (out / "bench" / "benchmark.md").is_file():
+        parts += ["", "## Benchmark", "", (out / "bench" / "benchmark.md").read_text(), "",
+                  "![benchmark](bench/benchmark.png)"]
+    (out / "report.md").write_text("\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
