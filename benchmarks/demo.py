@@ -84,7 +84,8 @@ def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, 
         lines.append(f"export {name}: {info}")
     t = infer.get("timings_ms_median", {})
     lines.append("latency per frame (usseg-infer, median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
-    lines.append(f"stream: {stream['processed']} frames at {stream['fps']:.1f} fps, latency p50 "
+    lines.append(f"stream (cine played live at 20 fps, policy latest): {stream['processed']} of {stream['captured']} "
+                 f"frames at {stream['fps']:.1f} fps, latency p50 "
                  f"{stream['latency_ms_p50']:.1f} ms, p99 {stream['latency_ms_p99']:.1f} ms, dropped {stream['dropped']}")
     base = next((r for r in bench_rows if r.stage == "end-to-end" and r.impl == "seed-style"), None)
     for r in bench_rows:
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         code = export_main([str(out / "run" / "best.pt"), "-o", str(out / "model-int8.onnx"), "--int8",
                             "--calibration", str(out / "data"), "--frames", str(out / "data")])
         exports["int8"] = "verified against fp32" if code == 0 else "did not pass verification; not used"
-    with Step("4. usseg-infer on the test split, usseg-stream on a phantom cine", timings):
+    with Step("4. usseg-infer on the test split, usseg-stream on a phantom cine played live", timings):
         data = open_mask_folder(out / "data")
         check(infer_main(["--model", str(out / "model.onnx"), *map(str, (data.image_path(i) for i in data.ids("test"))),
                           "--out", str(out / "infer"), "--save-masks", "--device", "cpu"]), "usseg-infer")
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         check(stream_main(["--model", str(out / "model.onnx"), "--source", str(out / "cine.avi"),
                            "--out", str(out / "stream" / "overlay.avi"), "--json", str(out / "stream" / "results.jsonl"),
-                           "--device", "cpu"]), "usseg-stream")
+                           "--device", "cpu", "--policy", "latest", "--pace"]), "usseg-stream")
     bench_rows = []
     if not args.no_bench:
         with Step("5. short benchmark against the seed-style pipeline", timings):

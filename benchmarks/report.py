@@ -24,6 +24,7 @@ class Row:
     precision: str
     batch: int
     variant: str
+    pair: str          # compared with the seed-style row of the same stage and pair
     median_ms: float   # per frame
     p99_ms: float      # per frame
     rounds: int
@@ -48,14 +49,14 @@ def load_rows(raw: dict) -> list[Row]:
         stats = b["stats"]
         data = stats.get("data") or [stats["median"]]
         rows.append(Row(info["stage"], info["impl"], str(info.get("provider", "cpu")), info.get("precision", "fp32"),
-                        int(info.get("batch", 1)), str(info.get("recipe", "")),
+                        int(info.get("batch", 1)), str(info.get("recipe", "")), str(info.get("pair", "")),
                         stats["median"] * 1e3 / frames, _p99(data) * 1e3 / frames, int(stats.get("rounds", len(data)))))
     order = {s: i for i, s in enumerate(STAGES)}
     return sorted(rows, key=lambda r: (order.get(r.stage, 99), r.impl != "seed-style", r.median_ms))
 
 
-def baselines(rows: list[Row]) -> dict[str, float]:
-    return {r.stage: r.median_ms for r in rows if r.impl == "seed-style"}
+def baselines(rows: list[Row]) -> dict[tuple[str, str], float]:
+    return {(r.stage, r.pair): r.median_ms for r in rows if r.impl == "seed-style"}
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -68,7 +69,7 @@ def markdown(rows: list[Row], machine: str) -> str:
              "| stage | impl | provider | precision | batch | variant | median ms | p99 ms | frames/s | vs seed-style | vs 0.07 s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = base.get(r.stage)
+        ratio = base.get((r.stage, r.pair))
         vs_seed = None if ratio is None else ratio / r.median_ms
         vs_headline = SEED_HEADLINE_MS / r.median_ms if r.stage == "end-to-end" else None
         lines.append(f"| {r.stage} | {r.impl} | {r.provider} | {r.precision} | {r.batch} | {r.variant or '-'} | "

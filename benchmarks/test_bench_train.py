@@ -46,8 +46,9 @@ def _batch(profile: str, seed: int = 0):
     return cfg, mcfg, image, torch.from_numpy(labels[:, None].astype(np.int64))
 
 
-def _run(benchmark, fn, *, stage, impl, batch, variant, slow=False):
-    benchmark.extra_info.update(stage=stage, impl=impl, batch=batch, frames=batch, recipe=variant)
+def _run(benchmark, fn, *, stage, impl, batch, variant, slow=False, pair=""):
+    """``pair``: rows of a stage are compared with the seed-style row of the same pair."""
+    benchmark.extra_info.update(stage=stage, impl=impl, batch=batch, frames=batch, recipe=variant, pair=pair)
     benchmark.group = stage
     return benchmark.pedantic(fn, rounds=rounds(slow), warmup_rounds=1, iterations=1)
 
@@ -78,7 +79,7 @@ def test_train_step(benchmark, profile, loss):
         optimizer.step()
 
     _run(benchmark, step, stage="train step", impl="seed-style" if "monai" in loss else "usseg", batch=len(image),
-         variant=f"{profile} {mcfg.height}x{mcfg.width} {loss}", slow=profile != "tiny")
+         variant=f"{profile} {mcfg.height}x{mcfg.width} {loss}", slow=profile != "tiny", pair=profile)
 
 
 @pytest.mark.parametrize("impl", ["monai", "fields-in-loss", "fields-from-loader"])

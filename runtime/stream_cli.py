@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = StreamStats()
     outputs = Outputs(args.out, args.json, args.fps or 25.0)
     last_status = 0.0
+    live = sys.stderr.isatty()
     try:
         for item in stream(seg, args.source, policy=policy, pace=args.pace, fps=args.fps, smoothing=args.smooth,
                            stall_timeout=args.stall_timeout, stats=stats):
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                     stats.ended_by = "closed by the user"
                     break
-            if time.perf_counter() - last_status > 0.5:
-                print("\r" + stats.status(), end="", file=sys.stderr, flush=True)
+            if time.perf_counter() - last_status > (0.5 if live else 5.0):
+                # A terminal gets one self-updating line; a log file a line every few seconds.
+                print(("\r" if live else "") + stats.status(), end="" if live else "\n", file=sys.stderr, flush=True)
                 last_status = time.perf_counter()
     except InputError as exc:
         log.error("%s", exc)
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.close()
         if args.json is not None:
             args.json.with_suffix(".summary.json").write_text(json.dumps(stats.to_dict(), indent=1) + "\n")
-    print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
+    if live:
+        print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
     print(f"usseg-stream: {stats.status()}; ended by {stats.ended_by}; provider {seg.provider}")
     for path in (args.out, args.json):
         if path is not None:

@@ -51,3 +51,15 @@ def test_seed_style_pad_or_crop_is_symmetric(shape):
     assert (out > 0).sum() == h * w
     rows, cols = np.nonzero(out)
     assert abs(rows.min() - (479 - rows.max())) <= 1 and abs(cols.min() - (639 - cols.max())) <= 1
+
+
+def test_rows_compare_with_the_seed_style_row_of_their_pair():
+    raw = {"benchmarks": [
+        bench("t1", "train step", "seed-style", 0.012, pair="tiny"),
+        bench("t2", "train step", "usseg", 0.004, pair="tiny"),
+        bench("d1", "train step", "seed-style", 0.080, pair="demo"),
+        bench("d2", "train step", "usseg", 0.040, pair="demo"),
+    ]}
+    table = markdown(load_rows(raw), "m")
+    ratios = [l.split("|")[10].strip() for l in table.splitlines() if "| usseg |" in l]
+    assert sorted(ratios) == ["2.00x", "3.00x"]
