@@ -25,29 +25,29 @@ def phantom_frames(count: int = 8, seed: int = 424242) -> list[np.ndarray]:
     return [generate_frame(cfg, seed=seed, index=i)[0] for i in range(count)]
 
 
-def seed_torch_model():
+def seed_torch_model(config: str = "seed"):
     import torch
 
     from usseg.train.model import build_model, get_model_config
 
     torch.manual_seed(0)
-    return build_model(get_model_config("seed"), 4).eval()
+    return build_model(get_model_config(config), 4).eval()
 
 
-def seed_checkpoint(recipe: str = "seed") -> Path:
-    """A checkpoint of the seed configuration (untrained) with a full contract."""
+def seed_checkpoint(recipe: str = "seed", config: str = "seed") -> Path:
+    """A checkpoint of a model configuration (untrained) with a full contract."""
     from usseg.runtime.contract import SPINE_CLASSES, Contract, InputSpec, default_postprocess
     from usseg.runtime.preprocess import get_recipe
     from usseg.train.checkpoint import save_checkpoint
     from usseg.train.model import get_model_config
 
-    path = cache_dir() / f"seed-{recipe}.pt"
+    path = cache_dir() / f"{config}-{recipe}.pt"
     if not path.is_file():
-        cfg = get_model_config("seed")
+        cfg = get_model_config(config)
         contract = Contract(classes=SPINE_CLASSES, input=InputSpec(height=cfg.height, width=cfg.width),
                             recipe=get_recipe(recipe), postprocess=default_postprocess(SPINE_CLASSES),
                             provenance={"note": "untrained network, for timing only"})
-        save_checkpoint(path, {"epoch": 0, "model_state_dict": seed_torch_model().state_dict(),
+        save_checkpoint(path, {"epoch": 0, "model_state_dict": seed_torch_model(config).state_dict(),
                                "model_config": cfg.to_dict(), "contract": contract.to_dict()})
     return path
 
@@ -63,13 +63,14 @@ def calibration_folder(count: int = 8) -> Path:
     return folder
 
 
-def seed_onnx(precision: str = "fp32", recipe: str = "seed", batch: str = "1") -> Path:
-    """The seed configuration exported in ``precision`` with a fixed or dynamic batch (cached)."""
+def seed_onnx(precision: str = "fp32", recipe: str = "seed", batch: str = "1", config: str = "seed") -> Path:
+    """A model configuration (default: the seed's) exported in ``precision`` with a fixed or
+    dynamic batch (cached)."""
     from usseg.export.cli import main as export_main
 
-    path = cache_dir() / f"seed-{recipe}-{precision}-b{batch}.onnx"
+    path = cache_dir() / f"{config}-{recipe}-{precision}-b{batch}.onnx"
     if not path.is_file():
-        args = [str(seed_checkpoint(recipe)), "-o", str(path), "--no-verify", "--batch", batch]
+        args = [str(seed_checkpoint(recipe, config)), "-o", str(path), "--no-verify", "--batch", batch]
         if precision == "fp16":
             args.append("--fp16")
         elif precision == "int8":

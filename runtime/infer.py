@@ -1,6 +1,10 @@
 """usseg-infer: segment image files and folders with an exported model.
 
     usseg-infer --model model.onnx IMAGES_OR_FOLDERS... --out result/ [--device auto] [--save-masks] [--spacing MM]
+    usseg-infer --triton localhost:8000 [--model-name usseg] IMAGES_OR_FOLDERS... --out result/
+
+With --triton the graph runs on a Triton Inference Server (a repository written by
+usseg-export --triton); pre- and post-processing still run here, as with --model.
 
 Per image: an overlay PNG (and with --save-masks the label-mask PNG); per run: results.json with
 geometry and timings. A bad file is reported and skipped; the exit code is 1 when any file failed.
@@ -25,6 +29,7 @@ from .preprocess import FrameError
 from .providers import DEVICES, ProviderError
 from .segmenter import ModelError, Segmenter
 from .sources import InputError, expand_inputs, read_frames
+from .triton_client import TritonError, TritonSegmenter
 
 log = logging.getLogger("usseg.infer")
 
@@ -50,13 +55,26 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="usseg-infer", description="Segment images with an exported usseg model.")
     p.add_argument("inputs", nargs="+", help="image files or folders (png/jpg/tif/bmp, DICOM with pydicom)")
-    p.add_argument("--model", required=True, type=Path, help="exported .onnx model")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", type=Path, help="exported .onnx model")
+    where.add_argument("--triton", metavar="URL", help="a Triton server's HTTP endpoint, e.g. localhost:8000 "
+                       "(needs the 'triton' extra)")
+    p.add_argument("--model-name", default="usseg", help="the served model's name, with --triton (default usseg)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="execution device (default auto)")
+    p.add_argument("--device", choices=DEVICES, help="execution device (default auto; not with --triton)")
     p.add_argument("--save-masks", action="store_true", help="also write the label-mask PNG per image")
     p.add_argument("--spacing", type=float, help="pixel spacing in mm: geometry in mm too")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def open_segmenter(args: argparse.Namespace):
+    """A local Segmenter, or with --triton a TritonSegmenter (same __call__, inference remote)."""
+    if args.triton is None:
+        return Segmenter(args.model, device=args.device or "auto", spacing_mm=args.spacing)
+    if args.device is not None:
+        raise ValueError("--device chooses the local execution device; with --triton the server chooses it")
+    return TritonSegmenter(args.triton, args.model_name, spacing_mm=args.spacing)
 
 
 def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, quiet: bool = False) -> dict:
@@ -97,11 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        seg = Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
-    except (ModelError, ProviderError, ValueError, OSError) as exc:
+        seg = open_segmenter(args)
+    except (ModelError, ProviderError, TritonError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    doc = infer_files(seg, files, args.out, args.save_masks, args.quiet)
+    try:
+        doc = infer_files(seg, files, args.out, args.save_masks, args.quiet)
+    except TritonError as exc:  # the server went away mid-run: stop, there is no point in trying every file
+        log.error("%s", exc)
+        return 2
     write_bytes_atomic(args.out / "results.json", json.dumps(doc, indent=1).encode())
     t = doc["timings_ms_median"]
     print(f"usseg-infer: {len(doc['frames'])} frames, {len(doc['failures'])} failed, on {seg.provider}; "

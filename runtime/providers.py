@@ -69,6 +69,10 @@ def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True) -> Pro
         raise ProviderError(f"unknown device {device!r}; valid devices are {list(DEVICES)}")
     available = ort.get_available_providers()
     plan = ProviderPlan(device)
+    packages = conflicting_ort_packages()
+    if len(packages) > 1 and device != "cpu":
+        log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
+                    " and ".join(packages), _gpu_hint())
     wanted = {"auto": [TRT, CUDA, CPU], "cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TRT, CUDA, CPU]}[device]
     for name in wanted:
         if name not in available:

@@ -63,6 +63,41 @@ def _check_graph(session: ort.InferenceSession, contract: Contract, path: Path) 
                          f"{spec.name} [{spec.batch}, {spec.channels}, {spec.height}, {spec.width}]")
 
 
+def labels_from_output(output: np.ndarray, contract: Contract, out: np.ndarray) -> np.ndarray:
+    """One frame's graph output ([H, W] labels or [C, H, W] scores) -> ``out`` uint8 [H, W] labels.
+
+    Shared by every inference backend (this Segmenter, the Triton client) so that all of them turn
+    the same output into the same labels.
+    """
+    if contract.output == "labels":
+        np.copyto(out, output.reshape(out.shape), casting="unsafe")
+    else:
+        argmax_labels(output, out)
+    return out
+
+
+def finish(labels: np.ndarray, box: Letterbox, contract: Contract, spacing_mm: float | None = None) -> Result:
+    """Post-process model-size labels, then map labels, masks and geometry back to the frame.
+
+    A function rather than a method so that a remote backend (usseg.runtime.triton_client) runs
+    exactly this code client-side.
+    """
+    frame_labels = box.invert_labels(labels)
+    lines: dict[str, np.ndarray | None] = {}
+    vtb = None
+    if contract.postprocess.kind == "spine":
+        from .postprocess import postprocess_spine
+
+        geo = postprocess_spine(labels, contract.postprocess)
+        masks = {name: box.invert_labels(geo.masks[i]).astype(bool) for i, name in enumerate(contract.classes[1:])}
+        for name, pts in (("MID", geo.mid), ("EPI", geo.epi)):
+            lines[name] = None if pts is None else box.to_frame(pts)
+        vtb = None if geo.vtb is None else box.to_frame(geo.vtb)
+    else:
+        masks = {name: frame_labels == i for i, name in enumerate(contract.classes) if i > 0}
+    return Result(frame_labels, masks, lines, vtb, spacing_mm=spacing_mm)
+
+
 class Segmenter:
     def __init__(self, model_path: str | Path, device: str = "auto", *, spacing_mm: float | None = None,
                  cache_dir: str | Path | None = None, threads: int | None = None, cuda_graph: bool = True,
@@ -149,11 +184,7 @@ class Segmenter:
         else:
             self.session.run_with_iobinding(self._binding)
             output = self._output
-        if self.contract.output == "labels":
-            np.copyto(self._labels, output[0], casting="unsafe")
-        else:
-            argmax_labels(output[0], self._labels)
-        return self._labels
+        return labels_from_output(output[0], self.contract, self._labels)
 
     def __call__(self, frame: Any) -> Result:
         t0 = time.perf_counter()
@@ -170,21 +201,7 @@ class Segmenter:
 
     def _finish(self, labels: np.ndarray, box: Letterbox) -> Result:
         """Post-process at model size, then map labels, masks and geometry back to the frame."""
-        c = self.contract
-        frame_labels = box.invert_labels(labels)
-        lines: dict[str, np.ndarray | None] = {}
-        vtb = None
-        if c.postprocess.kind == "spine":
-            from .postprocess import postprocess_spine
-
-            geo = postprocess_spine(labels, c.postprocess)
-            masks = {name: box.invert_labels(geo.masks[i]).astype(bool) for i, name in enumerate(c.classes[1:])}
-            for name, pts in (("MID", geo.mid), ("EPI", geo.epi)):
-                lines[name] = None if pts is None else box.to_frame(pts)
-            vtb = None if geo.vtb is None else box.to_frame(geo.vtb)
-        else:
-            masks = {name: frame_labels == i for i, name in enumerate(c.classes) if i > 0}
-        return Result(frame_labels, masks, lines, vtb, spacing_mm=self.spacing_mm)
+        return finish(labels, box, self.contract, self.spacing_mm)
 
     def batch(self, frames: Iterable[Any]) -> list[Result]:
         """Segment several frames; one graph call per frame (fixed batch) or one for all (dynamic)."""
@@ -200,11 +217,7 @@ class Segmenter:
         t2 = time.perf_counter()
         results = []
         for i, box in enumerate(boxes):
-            labels = np.zeros((spec.height, spec.width), np.uint8)
-            if c.output == "labels":
-                np.copyto(labels, outputs[i].reshape(labels.shape), casting="unsafe")
-            else:
-                argmax_labels(outputs[i], labels)
+            labels = labels_from_output(outputs[i], c, np.zeros((spec.height, spec.width), np.uint8))
             results.append(self._finish(labels, box))
         t3 = time.perf_counter()
         per = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}

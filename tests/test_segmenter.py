@@ -171,3 +171,15 @@ def test_infer_cli_writes_outputs_and_reports_bad_files(tiny_onnx, frames, tmp_p
     assert overlay.shape == (443, 625, 3) and mask.shape == (443, 625)
     assert set(np.unique(mask)) <= {0, 1, 2, 3}
     assert "3 frames, 1 failed" in capsys.readouterr().out
+
+
+def test_two_onnxruntime_builds_are_called_out(monkeypatch, caplog, tmp_path):
+    from usseg.runtime import providers
+
+    monkeypatch.setattr(providers, "conflicting_ort_packages", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="both onnxruntime and onnxruntime-gpu are installed"):
+        providers.plan_providers("cuda", tmp_path)
+    plan = providers.plan_providers("auto", tmp_path)
+    assert [name for name, _ in plan.providers] == ["CPUExecutionProvider"]
+    assert "installed together" in caplog.text and any("pip uninstall" in n for n in plan.notes)

@@ -142,3 +142,34 @@ def test_stream_cli_writes_video_and_json_lines(tiny_onnx, cine_video, tmp_path,
     assert f"{CINE_FRAMES} frames" in summary and "dropped 0" in summary
     assert not list(tmp_path.glob(".*partial*"))
     assert stream_main(["--model", str(tiny_onnx), "--source", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 2
+
+
+def test_ctrl_c_stops_cleanly_and_flushes_the_outputs(tiny_onnx, cine_video, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    _, decoded = cine_video
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(200):
+        cv2.imwrite(str(folder / f"f_{i:04d}.png"), decoded[i % CINE_FRAMES])
+    out, jsonl = tmp_path / "overlay.avi", tmp_path / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "usseg.runtime.stream_cli", "--model", str(tiny_onnx),
+                             "--source", str(folder), "--pace", "--fps", "20", "--out", str(out),
+                             "--json", str(jsonl), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".results.partial.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") >= 5):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout
+    lines = jsonl.read_text().splitlines()
+    assert 5 <= len(lines) < 200 and all(json.loads(line)["index"] >= 0 for line in lines)
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    capture.release()
+    assert not partial.exists()
