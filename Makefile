@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 # A pinned CPU-friendly torch; override e.g. `make demo TORCH="torch --index-url <your index>"`.
 TORCH  ?= torch==2.13.0
-EXTRAS ?= cpu,train,dev,triton
+EXTRAS ?= cpu,train,dev,triton,dicom
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.usseg-installed
 
