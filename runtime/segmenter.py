@@ -98,7 +98,45 @@ def finish(labels: np.ndarray, box: Letterbox, contract: Contract, spacing_mm: f
     return Result(frame_labels, masks, lines, vtb, spacing_mm=spacing_mm)
 
 
-class Segmenter:
+class FramePipeline:
+    """Frame in, Result out: preprocessing into a reused input buffer, an inference backend
+    (``_infer``, given by the subclass), then post-processing mapped back to the frame."""
+
+    contract: Contract
+    spacing_mm: float | None
+    _input: np.ndarray
+
+    def _infer(self) -> np.ndarray:
+        """Run the graph on ``self._input``; return the [H, W] label map at model size."""
+        raise NotImplementedError
+
+    def __call__(self, frame: Any) -> Result:
+        t0 = time.perf_counter()
+        spec = self.contract.input
+        _, box = preprocess(frame, self.contract.recipe, spec.height, spec.width, out=self._input[0, 0])
+        t1 = time.perf_counter()
+        labels = self._infer()
+        t2 = time.perf_counter()
+        result = finish(labels, box, self.contract, self.spacing_mm)
+        t3 = time.perf_counter()
+        result.timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                          "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        return result
+
+    def stream(self, source: Any, **kwargs: Any):
+        """``for item in seg.stream(source): ...`` -- see usseg.runtime.stream.stream."""
+        from .stream import stream
+
+        return stream(self, source, **kwargs)
+
+    def run_stream(self, source: Any, callback, **kwargs: Any):
+        """Callback form of :meth:`stream`; returns the stream statistics."""
+        from .stream import run_stream
+
+        return run_stream(self, source, callback, **kwargs)
+
+
+class Segmenter(FramePipeline):
     def __init__(self, model_path: str | Path, device: str = "auto", *, spacing_mm: float | None = None,
                  cache_dir: str | Path | None = None, threads: int | None = None, cuda_graph: bool = True,
                  warmup: bool = True) -> None:
@@ -186,23 +224,6 @@ class Segmenter:
             output = self._output
         return labels_from_output(output[0], self.contract, self._labels)
 
-    def __call__(self, frame: Any) -> Result:
-        t0 = time.perf_counter()
-        spec = self.contract.input
-        _, box = preprocess(frame, self.contract.recipe, spec.height, spec.width, out=self._input[0, 0])
-        t1 = time.perf_counter()
-        labels = self._infer()
-        t2 = time.perf_counter()
-        result = self._finish(labels, box)
-        t3 = time.perf_counter()
-        result.timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                          "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
-        return result
-
-    def _finish(self, labels: np.ndarray, box: Letterbox) -> Result:
-        """Post-process at model size, then map labels, masks and geometry back to the frame."""
-        return finish(labels, box, self.contract, self.spacing_mm)
-
     def batch(self, frames: Iterable[Any]) -> list[Result]:
         """Segment several frames; one graph call per frame (fixed batch) or one for all (dynamic)."""
         frames = list(frames)
@@ -218,25 +239,13 @@ class Segmenter:
         results = []
         for i, box in enumerate(boxes):
             labels = labels_from_output(outputs[i], c, np.zeros((spec.height, spec.width), np.uint8))
-            results.append(self._finish(labels, box))
+            results.append(finish(labels, box, c, self.spacing_mm))
         t3 = time.perf_counter()
         per = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
         for r in results:
             r.timings = {k: v / len(frames) for k, v in per.items()}
             r.timings["total"] = sum(r.timings.values())
         return results
-
-    def stream(self, source: Any, **kwargs: Any):
-        """``for item in seg.stream(source): ...`` -- see usseg.runtime.stream.stream."""
-        from .stream import stream
-
-        return stream(self, source, **kwargs)
-
-    def run_stream(self, source: Any, callback, **kwargs: Any):
-        """Callback form of :meth:`stream`; returns the stream statistics."""
-        from .stream import run_stream
-
-        return run_stream(self, source, callback, **kwargs)
 
     def __repr__(self) -> str:
         spec = self.contract.input

@@ -17,16 +17,13 @@ tritonserver.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from .contract import METADATA_KEY, Contract, ContractError
-from .preprocess import preprocess
-from .result import Result
-from .segmenter import finish, labels_from_output
+from .segmenter import FramePipeline, labels_from_output
 
 log = logging.getLogger("usseg.runtime")
 
@@ -92,7 +89,7 @@ def check_config(config: dict, contract: Contract, where: str) -> None:
         raise TritonError(f"{where}: output data type {out_type!r}; valid: {sorted(TRITON_DTYPES)}")
 
 
-class TritonSegmenter:
+class TritonSegmenter(FramePipeline):
     """Same ``__call__(frame) -> Result`` as Segmenter, with the graph run by a Triton server.
 
     Args:
@@ -154,19 +151,6 @@ class TritonSegmenter:
         if output is None:
             raise TritonError(f"{self.path}: the reply has no output {c.output_name!r}")
         return labels_from_output(output[0], c, self._labels)
-
-    def __call__(self, frame: Any) -> Result:
-        t0 = time.perf_counter()
-        spec = self.contract.input
-        _, box = preprocess(frame, self.contract.recipe, spec.height, spec.width, out=self._input[0, 0])
-        t1 = time.perf_counter()
-        labels = self._infer()
-        t2 = time.perf_counter()
-        result = finish(labels, box, self.contract, self.spacing_mm)
-        t3 = time.perf_counter()
-        result.timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                          "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
-        return result
 
     def close(self) -> None:
         self._client.close()
