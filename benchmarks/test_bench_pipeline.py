@@ -105,5 +105,5 @@ def test_end_to_end_given_model(benchmark, frames, user_model):
     seg, nxt = Segmenter(user_model, device=device()), cycle(frames)
     c = seg.contract
     run(benchmark, lambda: seg(nxt()), stage="end-to-end", impl="usseg", provider=seg.provider,
-        precision=c.provenance.get("precision", "fp32"), recipe=f"{c.recipe.name} {c.input.height}x{c.input.width}",
+        precision=c.provenance.get("precision", "fp32"), recipe=f"given model: {c.recipe.name} {c.input.height}x{c.input.width}",
         slow=True, model=str(user_model))
