@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from usseg.runtime.preprocess import Recipe, preprocess
 
@@ -78,7 +78,9 @@ def load_frames(folder: MaskFolder, ids: list[str], recipe: Recipe, height: int,
 
 
 class SegDataset(Dataset):
-    """Frames as tensors: {"image": 1xHxW float, "label": 1xHxW int64[, "fields": (C-1)xHxW]}.
+    """Frames as tensors: {"image": 1xHxW float, "label": 1xHxW int64, "index": int64
+    [, "fields": (C-1)xHxW]}; "index" (the frame's position in the set) lets results computed
+    on many processes be put back in frame order.
 
     With an augmenter, frame i of epoch e is augmented with key (seed, e, i), so the data of an
     epoch does not depend on the worker layout. ``set_epoch`` must come before each epoch's
@@ -102,7 +104,7 @@ class SegDataset(Dataset):
         if self.augmenter is not None:
             image, mask = self.augmenter(image, mask, sample_key(self.seed, ONLINE, self.epoch, i))
         item = {"image": torch.from_numpy(np.array(image[None], np.float32)),
-                "label": torch.from_numpy(mask[None].astype(np.int64))}
+                "label": torch.from_numpy(mask[None].astype(np.int64)), "index": torch.tensor(i)}
         if self.fields:
             item["fields"] = torch.from_numpy(target_fields(mask, self.num_classes))
         return item
@@ -117,10 +119,37 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset: SegDataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                num_workers: int) -> DataLoader:
-    """A loader whose order is fixed by (seed, epoch) alone, so a resumed run repeats it."""
+                num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A loader whose order is fixed by (seed, epoch) alone, so a resumed run repeats it.
+
+    With ``world_size`` > 1 (training on many processes) a DistributedSampler gives this rank
+    its share of the epoch, shuffled with its own per-epoch seed (``set_epoch``); it repeats a
+    few frames so that every rank makes the same number of steps. Each frame's augmentation
+    draws depend on (seed, epoch, frame) only, so they are the same on whichever rank it lands.
+    """
+    workers = {"num_workers": num_workers, "worker_init_fn": _worker_init if num_workers else None,
+               "persistent_workers": False}
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                     seed=sample_key(seed, SHUFFLE, 0, 0))
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **workers)
     generator = torch.Generator()
     generator.manual_seed(sample_key(seed, SHUFFLE, epoch, 0))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **workers)
+
+
+def shard_batches(count: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """Rank ``rank``'s batches of frames 0..count-1 in order, dealt out whole and round robin.
+
+    The batches are those of one process (frames in order, batch_size at a time), and no frame
+    is repeated, unlike DistributedSampler: a metric summed over the ranks' batches equals the
+    one-process figure. Ranks may get one batch more or less than others (or none).
+    """
+    batches = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    return batches[rank::world_size]
+
+
+def make_val_loader(dataset: SegDataset, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """This rank's share of the validation batches (see ``shard_batches``), in the main process."""
+    return DataLoader(dataset, batch_sampler=shard_batches(len(dataset), batch_size, rank, world_size))

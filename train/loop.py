@@ -7,6 +7,12 @@
     RUN/tb/            TensorBoard scalars: train/loss, val/loss, val/<class>, val/mean_dice
 
 Epochs are counted from 0 in files (checkpoint "epoch", history) and from 1 in messages.
+
+Under torchrun (see distributed.py) every process trains its share of each epoch through
+DistributedDataParallel and validates its share of the val batches; the figures are combined
+over all processes, so history and early stopping are the same on every rank. Only rank 0 writes
+the files above, and it writes the plain model's weights: a checkpoint does not depend on the
+number of processes, loads in one process and resumes under any number of them.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from .augment import Augmenter, offline_copies
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .dataset import Frames, SegDataset, load_frames, make_loader, split_ids
+from .dataset import Frames, SegDataset, load_frames, make_loader, make_val_loader, split_ids
+from .distributed import Comm, session, sync_batch_norm
 from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
@@ -81,20 +88,46 @@ def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, dev
     return total / max(frames, 1)
 
 
+def validate(model, loader, loss_fn, hd_weight: float, num_classes: int, device, amp: bool,
+             comm: Comm | None = None) -> tuple[float, np.ndarray]:
+    """(mean loss per frame, per-class Dice (C-1,)) on argmax label maps at model size.
+
+    With an active ``comm``, ``loader`` holds this rank's share of whole val batches
+    (make_val_loader); every rank's per-batch results are gathered and combined in frame order,
+    so the figures equal those of one process over all the batches: no frame counted twice, and
+    the same sums in the same order.
+    """
+    batches = validate_batches(model, loader, loss_fn, hd_weight, num_classes, device, amp)
+    if comm is not None and comm.active:
+        batches = [b for rank_batches in comm.gather(batches) for b in rank_batches]
+    return combine_validation(batches, num_classes)
+
+
 @torch.no_grad()
-def validate(model, loader, loss_fn, hd_weight: float, num_classes: int, device, amp: bool) -> tuple[float, np.ndarray]:
-    """(mean loss per frame, per-class Dice (C-1,)) on argmax label maps at model size."""
+def validate_batches(model, loader, loss_fn, hd_weight: float, num_classes: int, device,
+                     amp: bool) -> list[tuple[int, float, int, np.ndarray]]:
+    """Per batch of ``loader``: (first frame index, loss x frames, frames, per-frame Dice Bx(C-1))."""
     model.eval()
     dice = DiceAccumulator(num_classes)
-    total, frames = 0.0, 0
+    batches = []
     for batch in loader:
         image, label = batch["image"].to(device), batch["label"].to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = model(image)
         loss, _ = loss_fn(logits, label, hd_weight)
-        total += float(loss) * len(image)
-        frames += len(image)
-        dice.update(logits.argmax(1), label[:, 0])
+        scores = dice.update(logits.argmax(1), label[:, 0])
+        batches.append((int(batch["index"][0]), float(loss) * len(image), len(image), scores))
+    return batches
+
+
+def combine_validation(batches: list[tuple[int, float, int, np.ndarray]], num_classes: int) -> tuple[float, np.ndarray]:
+    """Per-batch validation results (in any order) -> (mean loss per frame, per-class Dice)."""
+    dice = DiceAccumulator(num_classes)
+    total, frames = 0.0, 0
+    for _, loss_sum, count, scores in sorted(batches, key=lambda b: b[0]):
+        total += loss_sum
+        frames += count
+        dice.extend(scores)
     return total / max(frames, 1), dice.result()
 
 
@@ -132,16 +165,19 @@ def _key(score: float | None) -> float:
 class Trainer:
     """One run: data, model and optimiser, the state that last.pt carries, and its outputs."""
 
-    def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True) -> None:
-        self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
-        self.device = resolve_device(cfg.device)
+    def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True,
+                 comm: Comm | None = None) -> None:
+        self.comm = comm or Comm(device=resolve_device(cfg.device))
+        self.cfg, self.out, self.progress = cfg, Path(out_dir), progress and self.comm.is_main
+        self.device = self.comm.device
         self.amp = cfg.amp and self.device.type == "cuda"
         self.folder = open_mask_folder(data_dir)
         self.classes = self.folder.classes
         self.fingerprint = self.folder.fingerprint()
         self._load_data()
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model_config(), len(self.classes)).to(self.device)
+        self.model = sync_batch_norm(build_model(cfg.model_config(), len(self.classes)), self.comm).to(self.device)
+        self.net = self.comm.wrap(self.model)  # what trains; self.model is what checkpoints hold
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
@@ -165,8 +201,12 @@ class Trainer:
         self.val_set = SegDataset(frames["val"], n)
 
     def restore(self, path: Path) -> None:
-        """Continue from ``last.pt``: weights, optimiser, schedule, RNG, history."""
-        state = load_checkpoint(path)
+        """Continue from ``last.pt``: weights, optimiser, schedule, RNG, history.
+
+        Rank 0 reads the file and sends it to the other ranks; it holds nothing that depends on
+        the number of processes, so a run may go on with more or fewer of them.
+        """
+        state = self.comm.from_main(lambda: load_checkpoint(path))
         saved, now = state.get("train_config", {}), self.cfg.to_dict()
         changed = sorted(k for k in now if saved.get(k) != now[k])
         fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
@@ -219,33 +259,48 @@ class Trainer:
         """Train one epoch, validate when due; returns the epoch's history entry."""
         cfg = self.cfg
         hw = hausdorff_weight(epoch, cfg.epochs, cfg.hd_start, cfg.hd_end, cfg.hd_max)
+        comm = self.comm
         self.train_set.set_epoch(epoch, fields=hw > 0)
-        loader = make_loader(self.train_set, cfg.batch_size, True, cfg.seed, epoch, cfg.num_workers)
+        loader = make_loader(self.train_set, cfg.batch_size, True, cfg.seed, epoch, cfg.num_workers,
+                             comm.rank, comm.world_size)
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        loss = train_epoch(self.model, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp)
+        loss = train_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp)
         seconds = time.perf_counter() - start
+        if comm.active:  # the mean over all ranks' frames (DistributedSampler's repeats included)
+            total, frames = comm.sum(loss * len(loader.sampler), len(loader.sampler))
+            loss = total / max(frames, 1)
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch = epoch
         entry = {"epoch": epoch, "train_loss": loss, "hd_weight": hw, "lr": lr, "seconds": round(seconds, 3),
                  "frames_per_s": round(len(self.train_set) / seconds, 2)}
         if (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1:
-            val_loader = make_loader(self.val_set, cfg.batch_size, False, cfg.seed, epoch, 0)
-            val_loss, dice = validate(self.model, val_loader, self.loss_fn, hw, len(self.classes), self.device, self.amp)
+            comm.broadcast_buffers(self.model)  # rank 0's batch-norm statistics, as in its checkpoint
+            val_loader = make_val_loader(self.val_set, cfg.batch_size, comm.rank, comm.world_size)
+            val_loss, dice = validate(self.model, val_loader, self.loss_fn, hw, len(self.classes), self.device,
+                                      self.amp, comm)
             entry.update(val_loss=val_loss, val_dice=by_class(dice, self.classes),
                          mean_val_dice=json_number(mean_dice(dice)))
         self.history.append(entry)
         return entry
 
-    def record(self, entry: dict[str, Any], writer: SummaryWriter) -> None:
-        """TensorBoard scalars, best.pt when the mean val Dice improved, last.pt every epoch."""
+    def record(self, entry: dict[str, Any], writer: SummaryWriter | None) -> None:
+        """TensorBoard scalars, best.pt when the mean val Dice improved, last.pt every epoch.
+
+        Every rank keeps the best score (early stopping must agree); only rank 0 writes.
+        """
         epoch = entry["epoch"]
+        validated = [h for h in self.history if "val_dice" in h]
+        val_dice, mean = (validated[-1]["val_dice"], validated[-1]["mean_val_dice"]) if validated else ({}, None)
+        improved = "val_dice" in entry and _key(mean) > _key(self.best_score)
+        if improved:
+            self.best_score, self.best_dice = mean, dict(val_dice)
+        if writer is None:  # not rank 0
+            return
         writer.add_scalar("train/loss", entry["train_loss"], epoch)
         writer.add_scalar("train/hd_weight", entry["hd_weight"], epoch)
         writer.add_scalar("train/lr", entry["lr"], epoch)
-        validated = [h for h in self.history if "val_dice" in h]
-        val_dice, mean = (validated[-1]["val_dice"], validated[-1]["mean_val_dice"]) if validated else ({}, None)
         if "val_dice" in entry:
             writer.add_scalar("val/loss", entry["val_loss"], epoch)
             for name, value in entry["val_dice"].items():
@@ -253,24 +308,30 @@ class Trainer:
                     writer.add_scalar(f"val/{name}", value, epoch)
             if mean is not None:
                 writer.add_scalar("val/mean_dice", mean, epoch)
-            if _key(mean) > _key(self.best_score):
-                self.best_score, self.best_dice = mean, dict(val_dice)
+            if improved:
                 save_checkpoint(self.out / "best.pt", self.state(val_dice, mean))
         save_checkpoint(self.out / "last.pt", self.state(val_dice, math.nan if mean is None else mean))
 
     def write_metrics(self, final: dict[str, Any] | None = None) -> None:
+        if not self.comm.is_main:
+            return
         validations = [h for h in self.history if "val_dice" in h]
         write_json(self.out / "metrics.json", {"classes": list(self.classes), "validations": validations,
                                                "best": best_entry(self.history), "final": final})
 
     def run(self) -> dict[str, Any]:
         """Epochs from the one after ``self.epoch`` to the end (or an early stop)."""
-        cfg, first = self.cfg, self.epoch + 1
-        write_json(self.out / "config.json", cfg.to_dict())
-        writer = SummaryWriter(str(self.out / "tb"), purge_step=first or None)
+        cfg, first, comm = self.cfg, self.epoch + 1, self.comm
+        writer = None
+        if comm.is_main:
+            write_json(self.out / "config.json", cfg.to_dict())
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=first or None)
         log.info("training %s (%d parameters) on %s: %d train / %d val frames, epochs %d-%d",
-                 cfg.model_config().name, sum(p.numel() for p in self.model.parameters()), self.device,
+                 cfg.model_config().name, sum(p.numel() for p in self.model.parameters()), comm.describe(),
                  len(self.train_set), len(self.val_set), first + 1, cfg.epochs)
+        if comm.active:
+            log.info("batch size %d per process, %d per step (%d processes); learning rate %g as configured",
+                     cfg.batch_size, cfg.batch_size * comm.world_size, comm.world_size, cfg.lr)
         started, stopped_early = time.perf_counter(), False
         bar = tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, unit="epoch", desc="train",
                    disable=not self.progress, dynamic_ncols=True)
@@ -287,7 +348,8 @@ class Trainer:
                     log.info("early stop after epoch %d: no better mean val Dice in %d validations", epoch + 1, cfg.patience)
                     stopped_early = True
                     break
-        writer.close()
+        if writer is not None:
+            writer.close()
         return self.summary(first, time.perf_counter() - started, stopped_early)
 
     def summary(self, first: int, seconds: float, stopped_early: bool) -> dict[str, Any]:
@@ -299,7 +361,7 @@ class Trainer:
             "stopped_early": stopped_early, "train_seconds": round(seconds, 1),
             "frames": {k: len(v) for k, v in self.parts.items()}, "data_fingerprint": self.fingerprint,
             "model_config": self.cfg.model_config().to_dict(), "recipe": self.cfg.recipe_spec().to_dict(),
-            "device": str(self.device),
+            "device": str(self.device), "processes": self.comm.world_size,
         }
         self.write_metrics(summary)
         return summary
@@ -319,21 +381,27 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
     ``out_dir`` without ``resume`` or ``overwrite``.
     """
     out = Path(out_dir)
+    with session(resolve_device(cfg.device)) as comm:
+        comm.from_main(lambda: check_run_folder(out, resume, overwrite))
+        started = time.perf_counter()
+        trainer = Trainer(cfg, data_dir, out, progress, comm)
+        if resume:
+            trainer.restore(out / "last.pt")
+        elif comm.is_main:
+            _clear_run(out)
+        summary = trainer.run()
+        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        trainer.write_metrics(summary)
+    return summary
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A resume needs last.pt; a new run must not replace one unless told to."""
     last = out / "last.pt"
     if resume and not last.is_file():
         raise DataError(f"{last}: nothing to resume")
     if not resume and last.exists() and not overwrite:
         raise DataError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to start again")
-    started = time.perf_counter()
-    trainer = Trainer(cfg, data_dir, out, progress)
-    if resume:
-        trainer.restore(last)
-    else:
-        _clear_run(out)
-    summary = trainer.run()
-    summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    trainer.write_metrics(summary)
-    return summary
 
 
 def _clear_run(out: Path) -> None:

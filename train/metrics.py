@@ -38,6 +38,10 @@ class DiceAccumulator:
         scores = self.metric(_onehot(pred, self.num_classes), _onehot(true, self.num_classes))
         return scores.cpu().numpy()
 
+    def extend(self, per_frame: np.ndarray) -> None:
+        """Add per-frame Dice rows Bx(C-1) computed elsewhere (by ``update`` on another process)."""
+        self.metric.extend(torch.from_numpy(np.asarray(per_frame)))
+
     def per_frame(self) -> np.ndarray:
         buf = self.metric.get_buffer()
         if buf is None:

@@ -5,12 +5,17 @@
 
 The configuration is the profile, then the --config file, then the flags given here. With
 --resume and neither --profile nor --config, the run's own RUN/config.json is the base.
+
+On many processes, unchanged: ``torchrun --nproc-per-node N -m usseg.train.train_cli ...``
+(see usseg.train.distributed). Only rank 0 logs progress; the others log warnings and errors,
+marked with their rank.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,8 +50,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return resolve_config(args.profile or "demo", args.config, overrides)
 
 
+def setup_logging() -> None:
+    """INFO on rank 0 (or a plain run), warnings and errors only on the other torchrun ranks."""
+    rank = os.environ.get("RANK", "0")
+    if rank == "0":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s rank {rank} %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         from .loop import train  # torch and MONAI load here, after the arguments are checked
