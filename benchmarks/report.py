@@ -8,7 +8,7 @@ compares with the seed README's headline (a GTX 1050 Ti figure, a fixed referenc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .seed_style import SEED_HEADLINE_MS
@@ -28,6 +28,7 @@ class Row:
     median_ms: float   # per frame
     p99_ms: float      # per frame
     rounds: int
+    info: dict = field(default_factory=dict, compare=False)  # the benchmark's extra_info
 
     @property
     def fps(self) -> float:
@@ -50,7 +51,8 @@ def load_rows(raw: dict) -> list[Row]:
         data = stats.get("data") or [stats["median"]]
         rows.append(Row(info["stage"], info["impl"], str(info.get("provider", "cpu")), info.get("precision", "fp32"),
                         int(info.get("batch", 1)), str(info.get("recipe", "")), str(info.get("pair", "")),
-                        stats["median"] * 1e3 / frames, _p99(data) * 1e3 / frames, int(stats.get("rounds", len(data)))))
+                        stats["median"] * 1e3 / frames, _p99(data) * 1e3 / frames, int(stats.get("rounds", len(data))),
+                        dict(info)))
     order = {s: i for i, s in enumerate(STAGES)}
     return sorted(rows, key=lambda r: (order.get(r.stage, 99), r.impl != "seed-style", r.median_ms))
 
@@ -76,6 +78,12 @@ def markdown(rows: list[Row], machine: str) -> str:
                      f"{fmt(r.median_ms)} | {fmt(r.p99_ms)} | {fmt(r.fps, 1)} | "
                      f"{'-' if vs_seed is None else fmt(vs_seed) + 'x'} | "
                      f"{'-' if vs_headline is None else fmt(vs_headline) + 'x'} |")
+    for r in rows:
+        if r.stage == "stream" and "latency_ms_p50" in r.info:
+            i = r.info
+            lines.append(f"\nStream ({r.variant}): {i['processed']} of {i['captured']} frames processed, "
+                         f"{fmt(i['fps'], 1)} frames/s, capture-to-result latency p50 {fmt(i['latency_ms_p50'], 1)} ms, "
+                         f"p99 {fmt(i['latency_ms_p99'], 1)} ms, dropped {i['dropped']}.")
     lines += ["", "Per frame. 'vs seed-style': the seed-style median of the same stage / this median, same run, "
               "same machine (> 1 = faster). 'vs 0.07 s': the seed README's 70 ms per image (GTX 1050 Ti) / this median."]
     return "\n".join(lines) + "\n"

@@ -32,8 +32,9 @@ def _stream(benchmark, frames, policy, pace_fps):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.group = "stream"
+    variant = f"{policy}, paced at {pace_fps:g} fps" if pace_fps else f"{policy}, unpaced"
     benchmark.extra_info.update(stage="stream", impl="usseg", provider=seg.provider, frames=stats.processed,
-                                policy=policy, pace_fps=pace_fps, **stats.to_dict())
+                                recipe=variant, policy=policy, pace_fps=pace_fps, **stats.to_dict())
     assert stats.captured == STREAM_FRAMES and stats.failed == 0
 
 
@@ -50,14 +51,17 @@ def test_stream_live_latest_at_30fps(benchmark, frames):
 
 
 _MEASURE = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from usseg.runtime.segmenter import Segmenter
 from usseg.benchmarks.models import phantom_frames
 
-def rss_mb():
+def status_mb(key):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+        return next(int(l.split()[1]) for l in f if l.startswith(key)) / 1024
+
+def rss_mb():
+    return status_mb("VmRSS")
 
 frames = phantom_frames(4)
 seg = Segmenter(sys.argv[1], device="cpu")
@@ -67,7 +71,7 @@ after_warm = rss_mb()
 for f in frames * 10:
     seg(f)
 print(json.dumps({"rss_mb": rss_mb(), "growth_mb": rss_mb() - after_warm,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": status_mb("VmHWM")}))  # not ru_maxrss: it keeps the parent's peak across fork
 """
 
 
