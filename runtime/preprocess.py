@@ -68,6 +68,14 @@ RECIPES: dict[str, Recipe] = {
     "bilateral": Recipe(name="bilateral", denoise="bilateral"),
     "median": Recipe(name="median", denoise="median"),
     "no-denoise": Recipe(name="no-denoise", denoise="none"),
+    # The ablation (docs/ablation.md): each step of the seed recipe switched off on its own, and
+    # smaller NLM windows.
+    "no-nlm": Recipe(name="no-nlm", denoise="none"),
+    "no-clahe": Recipe(name="no-clahe", clahe=False),
+    "no-unsharp": Recipe(name="no-unsharp", unsharp=False),
+    "nlm-tiny": Recipe(name="nlm-tiny", nlm_template=3, nlm_search=7),
+    # The real-time profile's recipe (configs/realtime.json): no denoiser, CLAHE and unsharp kept.
+    "realtime": Recipe(name="realtime", denoise="none"),
 }
 
 
