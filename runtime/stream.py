@@ -151,15 +151,20 @@ class _Capture(threading.Thread):
             self._put(_END)
 
 
-def stream(segmenter, source: Any, *, policy: str = "latest", queue_size: int = 4, pace: bool = False,
+def stream(segmenter, source: Any, *, policy: str = "latest", queue_size: int | None = None, pace: bool = False,
            fps: float | None = None, smoothing: float | None = None, stall_timeout: float = 5.0,
            same_size: bool = True, stats: StreamStats | None = None) -> Iterator[StreamItem]:
-    """Yield a StreamItem per processed frame. ``stats`` (if given) is filled in as it goes."""
+    """Yield a StreamItem per processed frame. ``stats`` (if given) is filled in as it goes.
+
+    ``queue_size`` defaults to 1 for ``latest`` (only the newest frame waits, so latency stays one
+    frame's work) and 8 for ``all`` (smooths a bursty reader)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies are {list(POLICIES)}")
     src = open_source(source, fps)
     stats = stats if stats is not None else StreamStats()
     smoother = GeometrySmoother(smoothing) if smoothing else None
+    if queue_size is None:
+        queue_size = 1 if policy == "latest" else 8
     q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
     stop = threading.Event()
     capture = _Capture(src, q, policy, pace, stats, stop)
