@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .models import phantom_frames, seed_onnx, seed_torch_model
+from .models import phantom_frames, seed_torch_model
 
 
 def quick() -> bool:
@@ -42,8 +42,3 @@ def user_model():
     """The model given to usseg-bench --model, or None."""
     path = os.environ.get("USSEG_BENCH_MODEL")
     return path or None
-
-
-@pytest.fixture(scope="session")
-def onnx_model():
-    return seed_onnx

@@ -34,10 +34,6 @@ class OutputHead(torch.nn.Module):
         return y
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def _tmp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
@@ -61,7 +57,7 @@ def export_fp32(model: torch.nn.Module, contract: Contract, path: Path, opset: i
         write_contract(model_proto, contract)
         onnx.checker.check_model(model_proto)
         onnx.save(model_proto, str(tmp))
-        _replace(tmp, path)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -120,7 +116,7 @@ def convert_fp16(src: Path, dst: Path, contract: Contract) -> None:
     tmp = _tmp_for(dst)
     try:
         onnx.save(half, str(tmp))
-        _replace(tmp, dst)
+        os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -129,7 +125,6 @@ class _FrameReader:
     """Feeds preprocessed calibration frames to ONNX Runtime's calibrator, one batch at a time."""
 
     def __init__(self, frames: Iterable[np.ndarray], input_name: str, batch: int) -> None:
-        self._batches = iter([])
         arr = np.stack(list(frames)).astype(np.float32)[:, None]
         self._batches = iter([{input_name: arr[i:i + batch]} for i in range(0, len(arr) - batch + 1, batch)])
 
@@ -158,7 +153,7 @@ def quantize_int8(src: Path, dst: Path, contract: Contract, frames: list[np.ndar
         model_proto = onnx.load(str(tmp))
         write_contract(model_proto, contract)
         onnx.save(model_proto, str(tmp))
-        _replace(tmp, dst)
+        os.replace(tmp, dst)
     finally:
         prepped.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)

@@ -41,7 +41,7 @@ def _read(files: list[Path]) -> list[np.ndarray]:
     return [read_grey8(p) for p in files]
 
 
-def phantom_frames(count: int, contract: Contract, seed: int = 20250) -> list[np.ndarray]:
+def phantom_frames(count: int, seed: int = 20250) -> list[np.ndarray]:
     from usseg.train.phantom import PhantomConfig, generate_frame
 
     cfg = PhantomConfig(height=480, width=640)
@@ -51,7 +51,7 @@ def phantom_frames(count: int, contract: Contract, seed: int = 20250) -> list[np
 def verification_frames(folder: Path | None, contract: Contract, count: int = VERIFY_FRAMES) -> np.ndarray:
     """[N, 1, H, W] float32 model inputs: from ``folder`` (val/test first) or phantom frames."""
     if folder is None:
-        frames = phantom_frames(count, contract)
+        frames = phantom_frames(count)
     else:
         files = image_files(folder, split="val") if (folder / "split.csv").is_file() else image_files(folder)
         frames = _read(files[:count])

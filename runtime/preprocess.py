@@ -67,7 +67,6 @@ RECIPES: dict[str, Recipe] = {
     "nlm-small": Recipe(name="nlm-small", nlm_template=5, nlm_search=11),
     "bilateral": Recipe(name="bilateral", denoise="bilateral"),
     "median": Recipe(name="median", denoise="median"),
-    "no-denoise": Recipe(name="no-denoise", denoise="none"),
     # The ablation (docs/ablation.md): each step of the seed recipe switched off on its own, and
     # smaller NLM windows.
     "no-nlm": Recipe(name="no-nlm", denoise="none"),
