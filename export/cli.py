@@ -1,7 +1,11 @@
 """usseg-export: the best checkpoint -> a deployable ONNX model that carries its own contract.
 
     usseg-export runs/demo/best.pt -o model.onnx [--fp16 | --int8 --calibration DATA] [--output logits|probs|labels]
-                 [--batch 1|dynamic] [--opset 18] [--triton REPO] [--frames DIR] [--no-verify]
+                 [--batch 1|dynamic] [--opset 18] [--graph-preprocess HxW] [--triton REPO]
+                 [--frames DIR] [--no-verify]
+
+With ``--graph-preprocess 480x640`` the recipe and the letterbox resize become part of the graph,
+which then takes raw uint8 frames of that size (see usseg.export.recipe_graph).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from usseg.runtime.contract import Contract
+from usseg.runtime.contract import Contract, ContractError, FrameSpec
 
 from .frames import calibration_frames, verification_frames
 from .precisions import OUTPUT_KINDS, PRECISIONS
@@ -41,10 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="int8 calibration data: a mask folder (train split) or an image folder")
     p.add_argument("--output", choices=OUTPUT_KINDS, default="logits", help="what the graph outputs (default logits)")
     p.add_argument("--batch", choices=("1", "dynamic"), default="1", help="fixed batch of 1 (default) or dynamic")
+    p.add_argument("--graph-preprocess", metavar="HxW", type=frame_size,
+                   help="put the preprocessing into the graph, fed raw uint8 frames of this size (e.g. 480x640)")
     p.add_argument("--triton", type=Path, help="also write a Triton model repository here")
     p.add_argument("--frames", type=Path, help="verification frames (image folder or mask folder); default: phantom frames")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     return p
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 480x640") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: frames must be at least 8x8")
+    return h, w
 
 
 def precision_name(args: argparse.Namespace) -> str:
@@ -76,12 +92,21 @@ def export(args: argparse.Namespace) -> dict:
     if precision.needs_calibration and args.calibration is None:
         raise ExportError("--int8 needs --calibration DIR (a mask folder or an image folder of training frames)")
     check_writable(args.out)
+    if args.graph_preprocess and args.triton is not None:
+        raise ExportError("--graph-preprocess and --triton cannot be combined yet: the Triton repository "
+                          "expects the float32 model input")
     try:
         state = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(state, args.checkpoint)
         contract = checkpoint_contract(state, args.checkpoint)
     except DataError as exc:
         raise ExportError(str(exc)) from None
+    frame = None if not args.graph_preprocess else FrameSpec(height=args.graph_preprocess[0],
+                                                              width=args.graph_preprocess[1])
+    try:
+        contract = replace(contract, frame=frame)
+    except ContractError as exc:
+        raise ExportError(f"--graph-preprocess: {exc}") from None
     contract = replace(
         contract, output=args.output,
         input=replace(contract.input, batch=None if args.batch == "dynamic" else 1),
@@ -108,6 +133,19 @@ def export(args: argparse.Namespace) -> dict:
             staged = fp32_path
         if not args.no_verify:
             figures["parity"] = verify_model(model, staged, fp32_path, contract, name, args.frames)
+        if frame is not None:
+            from .graph_model import GraphPreprocessError, prepend_preprocessing, verify_graph_preprocessing
+
+            network = staged
+            staged = Path(work) / "graph.onnx"
+            t = time.perf_counter()
+            try:
+                prepend_preprocessing(network, staged, contract)
+            except GraphPreprocessError as exc:
+                raise ExportError(f"--graph-preprocess: {exc}") from None
+            log.info("preprocessing put into the graph in %.1f s", time.perf_counter() - t)
+            if not args.no_verify:
+                figures["graph_parity"] = verify_graph_preprocessing(staged, network, contract, args.frames)
         os.replace(staged, args.out)
     if args.triton is not None:
         from .triton import write_repository

@@ -48,14 +48,17 @@ def phantom_frames(count: int, seed: int = 20250) -> list[np.ndarray]:
     return [generate_frame(cfg, seed=seed, index=i)[0] for i in range(count)]
 
 
+def raw_frames(folder: Path | None, count: int = VERIFY_FRAMES) -> list[np.ndarray]:
+    """8-bit grey frames from ``folder`` (val/test first) or phantom frames."""
+    if folder is None:
+        return phantom_frames(count)
+    files = image_files(folder, split="val") if (folder / "split.csv").is_file() else image_files(folder)
+    return _read(files[:count])
+
+
 def verification_frames(folder: Path | None, contract: Contract, count: int = VERIFY_FRAMES) -> np.ndarray:
     """[N, 1, H, W] float32 model inputs: from ``folder`` (val/test first) or phantom frames."""
-    if folder is None:
-        frames = phantom_frames(count)
-    else:
-        files = image_files(folder, split="val") if (folder / "split.csv").is_file() else image_files(folder)
-        frames = _read(files[:count])
-    return _prepare(frames, contract)
+    return _prepare(raw_frames(folder, count), contract)
 
 
 def calibration_frames(folder: Path, contract: Contract, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:

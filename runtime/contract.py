@@ -40,6 +40,18 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class FrameSpec:
+    """Set when the preprocessing is part of the graph: the graph then takes the raw 8-bit grey
+    frame [N, 1, height, width] (uint8) of this one size, and ``input`` describes the tensor that
+    the network inside receives."""
+
+    name: str = "frame"
+    dtype: str = "uint8"
+    height: int = 480
+    width: int = 640
+
+
+@dataclass(frozen=True)
 class PostprocessSpec:
     """Parameters of the seed's rule-based post-processing (see runtime/postprocess.py)."""
 
@@ -62,6 +74,7 @@ class Contract:
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    frame: FrameSpec | None = None  # None: the caller preprocesses (usseg.runtime.preprocess)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -99,6 +112,7 @@ class Contract:
                 postprocess=_build("postprocess", PostprocessSpec, data.get("postprocess", {})),
                 provenance=dict(data.get("provenance", {})),
                 schema_version=version,
+                frame=None if data.get("frame") is None else _build("frame", FrameSpec, data["frame"]),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ContractError):
@@ -157,6 +171,13 @@ def validate(c: Contract) -> None:
         raise ContractError(
             f"contract field 'postprocess.kind': {c.postprocess.kind!r}; valid: {list(POSTPROCESS_KINDS)}"
         )
+    if c.frame is not None:
+        f = c.frame
+        if f.dtype != "uint8" or not f.name:
+            raise ContractError("contract field 'frame': only a named uint8 frame input is supported")
+        if f.height < spec.height and f.width < spec.width:
+            raise ContractError(f"contract field 'frame': {f.height}x{f.width} frames would be enlarged to the "
+                                f"{spec.height}x{spec.width} input; in-graph preprocessing only shrinks")
     if c.postprocess.kind == "spine" and tuple(c.classes) != SPINE_CLASSES:
         raise ContractError(f"contract field 'postprocess.kind': 'spine' needs classes {list(SPINE_CLASSES)}")
 

@@ -51,19 +51,23 @@ def _gpu_hint() -> str:
     return "install onnxruntime-gpu and a matching CUDA/cuDNN"
 
 
-def cuda_options(cuda_graph: bool) -> dict[str, Any]:
-    return {"device_id": 0, "enable_cuda_graph": "1" if cuda_graph else "0",
-            "cudnn_conv_algo_search": "EXHAUSTIVE"}
+def cuda_options(cuda_graph: bool, exact: bool = False) -> dict[str, Any]:
+    """``exact``: no TF32, for graphs whose preprocessing needs float32 sums of integers to be exact."""
+    options = {"device_id": 0, "enable_cuda_graph": "1" if cuda_graph else "0",
+               "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    if exact:
+        options["use_tf32"] = "0"
+    return options
 
 
-def tensorrt_options(cache_dir: Path) -> dict[str, Any]:
+def tensorrt_options(cache_dir: Path, exact: bool = False) -> dict[str, Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    return {"device_id": 0, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+    return {"device_id": 0, "trt_fp16_enable": not exact, "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir)}
 
 
-def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True) -> ProviderPlan:
+def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact: bool = False) -> ProviderPlan:
     """The provider list for ``device``; ``auto`` tries TensorRT, then CUDA, then the CPU."""
     if device not in DEVICES:
         raise ProviderError(f"unknown device {device!r}; valid devices are {list(DEVICES)}")
@@ -83,9 +87,9 @@ def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True) -> Pro
                 plan.notes.append(note)
             continue
         if name == TRT:
-            plan.providers.append((TRT, tensorrt_options(cache_dir)))
+            plan.providers.append((TRT, tensorrt_options(cache_dir, exact)))
         elif name == CUDA:
-            plan.providers.append((CUDA, cuda_options(cuda_graph)))
+            plan.providers.append((CUDA, cuda_options(cuda_graph, exact)))
         else:
             plan.providers.append((CPU, {}))
     return plan

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from .contract import METADATA_KEY, Contract, ContractError
 from .labels import argmax_labels
-from .preprocess import Letterbox, preprocess
+from .preprocess import FrameError, Letterbox, preprocess, to_grey8
 from .providers import CPU, CUDA, TRT, ProviderError, default_cache_dir, plan_providers, preload_gpu_libraries
 from .result import Result
 
@@ -57,10 +57,37 @@ def read_contract(session: ort.InferenceSession, path: Path) -> Contract:
 
 def _check_graph(session: ort.InferenceSession, contract: Contract, path: Path) -> None:
     inp = session.get_inputs()[0]
+    spec, frame = contract.input, contract.frame
+    name, dims, dtype = spec.name, [spec.channels, spec.height, spec.width], "tensor(float)"
+    if frame is not None:
+        name, dims, dtype = frame.name, [1, frame.height, frame.width], "tensor(uint8)"
+    if inp.name != name or list(inp.shape[1:]) != dims or inp.type != dtype:
+        raise ModelError(f"{path}: graph input {inp.name} {inp.shape} {inp.type} does not match the contract's "
+                         f"{name} [{spec.batch}, {', '.join(map(str, dims))}] {dtype}")
+
+
+def model_input_shape(contract: Contract, batch: int = 1) -> tuple[tuple[int, ...], type]:
+    """Shape and dtype of what the graph takes: the raw frame (in-graph preprocessing) or the
+    preprocessed float32 image."""
+    if contract.frame is not None:
+        return (batch, 1, contract.frame.height, contract.frame.width), np.uint8
     spec = contract.input
-    if inp.name != spec.name or list(inp.shape[1:]) != [spec.channels, spec.height, spec.width]:
-        raise ModelError(f"{path}: graph input {inp.name} {inp.shape} does not match the contract's "
-                         f"{spec.name} [{spec.batch}, {spec.channels}, {spec.height}, {spec.width}]")
+    return (batch, spec.channels, spec.height, spec.width), np.float32
+
+
+def prepare(frame: Any, contract: Contract, out: np.ndarray) -> Letterbox:
+    """Write what the graph takes for ``frame`` into ``out`` ([H, W] of the model input buffer);
+    returns the letterbox that maps results back to the frame."""
+    spec = contract.input
+    if contract.frame is None:
+        return preprocess(frame, contract.recipe, spec.height, spec.width, out=out)[1]
+    grey = to_grey8(frame)
+    f = contract.frame
+    if grey.shape != (f.height, f.width):
+        raise FrameError(f"frame {grey.shape[0]}x{grey.shape[1]}: this model preprocesses in its graph and takes "
+                         f"{f.height}x{f.width} frames only")
+    out[...] = grey
+    return Letterbox.fit(f.height, f.width, spec.height, spec.width)
 
 
 def labels_from_output(output: np.ndarray, contract: Contract, out: np.ndarray) -> np.ndarray:
@@ -112,8 +139,7 @@ class FramePipeline:
 
     def __call__(self, frame: Any) -> Result:
         t0 = time.perf_counter()
-        spec = self.contract.input
-        _, box = preprocess(frame, self.contract.recipe, spec.height, spec.width, out=self._input[0, 0])
+        box = prepare(frame, self.contract, self._input[0, 0])
         t1 = time.perf_counter()
         labels = self._infer()
         t2 = time.perf_counter()
@@ -150,16 +176,21 @@ class Segmenter(FramePipeline):
         self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         if device != "cpu":
             preload_gpu_libraries()
+        self._exact = False
         self._open(cuda_graph)
         self.contract = read_contract(self.session, self.path)
         _check_graph(self.session, self.contract, self.path)
+        if self.contract.frame is not None and self.on_gpu:
+            # The in-graph recipe reproduces OpenCV with exact float32 integer sums: no TF32/fp16.
+            self._exact = True
+            self._open(cuda_graph)
         self._allocate()
         if warmup:
             self.warmup()
 
     # -- set-up -----------------------------------------------------------------------------
     def _open(self, cuda_graph: bool) -> None:
-        plan = plan_providers(self.device, self._cache_dir, cuda_graph)
+        plan = plan_providers(self.device, self._cache_dir, cuda_graph, exact=self._exact)
         for note in plan.notes:
             log.info("provider skipped: %s", note)
         self.session = _session(self.path, plan.providers, self._threads)
@@ -182,17 +213,19 @@ class Segmenter(FramePipeline):
         out = self.session.get_outputs()[0]
         self._out_dtype = np.uint8 if "uint8" in out.type else np.int64 if "int64" in out.type else np.float32
         out_shape = (1, h, w) if c.output == "labels" else (1, c.num_classes, h, w)
-        self._input = np.zeros((1, 1, h, w), np.float32)
+        in_shape, in_dtype = model_input_shape(c)
+        self._input = np.zeros(in_shape, in_dtype)
         self._output = np.zeros(out_shape, self._out_dtype)
         self._labels = np.zeros((h, w), np.uint8)
         self._binding = self.session.io_binding()
+        input_name = c.frame.name if c.frame is not None else c.input.name
         if self.on_gpu:
-            self._dev_in = ort.OrtValue.ortvalue_from_shape_and_type(self._input.shape, np.float32, "cuda", 0)
+            self._dev_in = ort.OrtValue.ortvalue_from_shape_and_type(in_shape, in_dtype, "cuda", 0)
             self._dev_out = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, self._out_dtype, "cuda", 0)
-            self._binding.bind_ortvalue_input(c.input.name, self._dev_in)
+            self._binding.bind_ortvalue_input(input_name, self._dev_in)
             self._binding.bind_ortvalue_output(c.output_name, self._dev_out)
         else:
-            self._binding.bind_ortvalue_input(c.input.name, ort.OrtValue.ortvalue_from_numpy(self._input))
+            self._binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(self._input))
             self._binding.bind_ortvalue_output(c.output_name, ort.OrtValue.ortvalue_from_numpy(self._output))
 
     def warmup(self, runs: int = 2) -> None:
@@ -231,10 +264,11 @@ class Segmenter(FramePipeline):
             return [self(f) for f in frames]
         spec, c = self.contract.input, self.contract
         t0 = time.perf_counter()
-        inputs = np.zeros((len(frames), 1, spec.height, spec.width), np.float32)
-        boxes = [preprocess(f, c.recipe, spec.height, spec.width, out=inputs[i, 0])[1] for i, f in enumerate(frames)]
+        shape, dtype = model_input_shape(c, len(frames))
+        inputs = np.zeros(shape, dtype)
+        boxes = [prepare(f, c, inputs[i, 0]) for i, f in enumerate(frames)]
         t1 = time.perf_counter()
-        outputs = self.session.run([c.output_name], {spec.name: inputs})[0]
+        outputs = self.session.run([c.output_name], {self.session.get_inputs()[0].name: inputs})[0]
         t2 = time.perf_counter()
         results = []
         for i, box in enumerate(boxes):
@@ -248,6 +282,7 @@ class Segmenter(FramePipeline):
         return results
 
     def __repr__(self) -> str:
-        spec = self.contract.input
-        return (f"Segmenter({self.path.name!r}, provider={self.provider}, input={spec.height}x{spec.width}, "
+        spec, frame = self.contract.input, self.contract.frame
+        where = "" if frame is None else f", frame={frame.height}x{frame.width} uint8 (in-graph preprocessing)"
+        return (f"Segmenter({self.path.name!r}, provider={self.provider}, input={spec.height}x{spec.width}{where}, "
                 f"recipe={self.contract.recipe.name!r}, classes={list(self.contract.classes)})")

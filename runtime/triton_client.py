@@ -115,6 +115,8 @@ class TritonSegmenter(FramePipeline):
         config = self._fetch_config()
         self.contract = contract_from_config(config, self.path)
         check_config(config, self.contract, self.path)
+        if self.contract.frame is not None:
+            raise TritonError(f"{self.path}: models with in-graph preprocessing are not served through Triton yet")
         spec = self.contract.input
         self._input = np.zeros((1, 1, spec.height, spec.width), np.float32)
         self._labels = np.zeros((spec.height, spec.width), np.uint8)

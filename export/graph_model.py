@@ -1,0 +1,97 @@
+"""A network with its preprocessing in front: the model that takes raw uint8 frames.
+
+The exported network (any precision) and ``recipe_graph`` are joined into one graph whose input
+is the contract's ``frame``; verification runs it on raw frames against the host preprocessing
+followed by the network alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from usseg.runtime.contract import Contract
+from usseg.runtime.preprocess import preprocess
+
+from .convert import write_contract
+from .frames import raw_frames
+from .recipe_graph import GraphRecipeError, recipe_graph
+from .verify import VerificationError, labels_of
+
+PREPROCESSED = "usseg_preprocessed"
+MIN_LABEL_AGREEMENT = 0.999
+
+
+class GraphPreprocessError(ValueError):
+    """The recipe or frame size has no in-graph form, or the graphs cannot be joined."""
+
+
+@dataclass(frozen=True)
+class GraphParity:
+    label_agreement: float   # graph on raw frames vs host preprocessing + network
+    input_max_delta: float   # largest difference of the network input, [0, 1] units
+    frames: int
+
+
+def prepend_preprocessing(network: Path, out: Path, contract: Contract) -> None:
+    """Write ``network`` with ``contract.recipe`` in front of it to ``out`` (atomically)."""
+    net = onnx.load(str(network))
+    opset = next(o.version for o in net.opset_import if o.domain in ("", "ai.onnx"))
+    spec, frame = contract.input, contract.frame
+    try:
+        pre = recipe_graph(contract.recipe, frame.height, frame.width, spec.height, spec.width,
+                           batch=spec.batch, output=PREPROCESSED, opset=opset)
+    except GraphRecipeError as exc:
+        raise GraphPreprocessError(str(exc)) from None
+    pre.ir_version = net.ir_version
+    merged = onnx.compose.merge_models(pre, net, io_map=[(PREPROCESSED, spec.name)],
+                                       producer_name="usseg", doc_string="usseg model with in-graph preprocessing")
+    write_contract(merged, contract)
+    onnx.checker.check_model(merged)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save(merged, str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_graph_preprocessing(graph: Path, network: Path, contract: Contract, frames_dir: Path | None) -> GraphParity:
+    """Labels of the joined model on raw frames against the host path; raises VerificationError."""
+    spec, frame = contract.input, contract.frame
+    frames = [cv2.resize(f, (frame.width, frame.height), interpolation=cv2.INTER_AREA)
+              if f.shape != (frame.height, frame.width) else f for f in raw_frames(frames_dir)]
+    joined, alone = _session(graph), _session(network)
+    agree, delta = [], 0.0
+    probe = _probe_session(graph)
+    for f in frames:
+        host = preprocess(f, contract.recipe, spec.height, spec.width)[0][None, None]
+        ours = joined.run(None, {frame.name: f[None, None]})[0]
+        theirs = alone.run(None, {spec.name: host})[0]
+        agree.append(float((labels_of(ours, contract.output) == labels_of(theirs, contract.output)).mean()))
+        delta = max(delta, float(np.abs(probe.run(None, {frame.name: f[None, None]})[0] - host).max()))
+    parity = GraphParity(float(np.mean(agree)), delta, len(frames))
+    if min(agree) < MIN_LABEL_AGREEMENT:
+        raise VerificationError(
+            f"in-graph preprocessing: labels agree with the host path on {100 * min(agree):.3f} % of pixels "
+            f"of the worst frame, need >= {100 * MIN_LABEL_AGREEMENT:.1f} % (largest input difference {delta:.4f})")
+    return parity
+
+
+def _probe_session(graph: Path) -> ort.InferenceSession:
+    """The joined model cut after the preprocessing: the network's input as the output."""
+    model = onnx.load(str(graph))
+    part = onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [PREPROCESSED])
+    return ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])

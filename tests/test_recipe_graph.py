@@ -1,0 +1,152 @@
+"""In-graph preprocessing: the ONNX recipe against OpenCV, and the joined model against the host path."""
+
+import json
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from conftest import USGRA
+from usseg.export.cli import main as export_main
+from usseg.export.recipe_graph import GraphRecipeError, gaussian_fixed_point, nlm_weight_table, recipe_graph
+from usseg.runtime.contract import Contract, ContractError, FrameSpec
+from usseg.runtime.preprocess import FrameError, Letterbox, enhance, get_recipe, preprocess
+from usseg.runtime.segmenter import Segmenter
+
+
+def phantom(count, height, width):
+    from usseg.train.phantom import PhantomConfig, generate_frame
+
+    cfg = PhantomConfig(height=height, width=width)
+    return [generate_frame(cfg, seed=11, index=i)[0] for i in range(count)]
+
+
+def usgra(count, height, width):
+    """Real frames shrunk to the frame size under test (the shrink is only how the test gets frames)."""
+    ids = sorted((USGRA / "images").glob("*.png"))[::60][:count]
+    return [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (width, height), interpolation=cv2.INTER_AREA)
+            for p in ids]
+
+
+def run_graph(recipe, frames, frame_hw, model_hw):
+    model = recipe_graph(get_recipe(recipe), *frame_hw, *model_hw, batch=None, expose_enhanced=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"frame": np.stack(frames)[:, None]})
+
+
+CASES = [
+    # recipe, frame size, model size: same size, the 2x area shrink, a non-integer area shrink
+    ("seed", (64, 80), (64, 80)),
+    ("seed", (96, 128), (48, 64)),
+    ("realtime", (100, 124), (48, 64)),
+    ("no-clahe", (72, 96), (72, 96)),
+    ("no-unsharp", (72, 96), (36, 48)),
+    ("nlm-tiny", (60, 90), (60, 80)),
+    ("none", (90, 120), (48, 64)),
+]
+
+
+@pytest.mark.parametrize("source", ["phantom", "usgra"])
+@pytest.mark.parametrize("recipe,frame_hw,model_hw", CASES)
+def test_graph_recipe_matches_opencv(recipe, frame_hw, model_hw, source):
+    frames = (phantom if source == "phantom" else usgra)(3, *frame_hw)
+    model_in, enhanced = run_graph(recipe, frames, frame_hw, model_hw)
+    box = Letterbox.fit(*frame_hw, *model_hw)
+    assert enhanced.shape == (3, 1, box.new_h, box.new_w)
+    assert model_in.shape == (3, 1, *model_hw) and model_in.dtype == np.float32
+    for i, frame in enumerate(frames):
+        reference = enhance(box.resize_image(frame), get_recipe(recipe)).astype(np.int16)
+        diff = np.abs(enhanced[i, 0].astype(np.int16) - reference)
+        assert (diff <= 1).mean() >= 0.999, (recipe, source, i, diff.max())
+        host, _ = preprocess(frame, get_recipe(recipe), *model_hw)
+        assert np.abs(model_in[i, 0] - host).max() <= 1.0 / 255 + 1e-6
+        assert (model_in[i, 0] == 0).all() if host.max() == 0 else model_in[i, 0].max() == pytest.approx(1.0)
+
+
+def test_flat_frame_gives_zeros_like_the_host_path():
+    flat = np.full((48, 64), 90, np.uint8)
+    model_in, enhanced = run_graph("seed", [flat], (48, 64), (48, 64))
+    np.testing.assert_array_equal(enhanced[0, 0], enhance(flat, get_recipe("seed")))
+    assert (model_in == 0).all()
+
+
+def test_fixed_point_tables_reproduce_opencv_on_their_own():
+    taps = gaussian_fixed_point(3.0)
+    assert len(taps) == 19 and taps.sum() == 256 and (taps == taps[::-1]).all()
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (40, 50)).astype(np.uint8)
+    padded = np.pad(img.astype(np.int64), 9, mode="reflect")
+    rows = sum(taps[i] * padded[:, i:i + 50] for i in range(19))
+    blur = (sum(taps[i] * rows[i:i + 40] for i in range(19)) + 32768) >> 16
+    np.testing.assert_array_equal(blur, cv2.GaussianBlur(img, (0, 0), 3.0))
+    weights, shift = nlm_weight_table(5.0, 7, 21)
+    assert shift == 6 and weights[0] == 19096 and weights[-1] == 0 and (np.diff(weights) <= 0).all()
+
+
+def test_unsupported_recipes_and_sizes_are_refused_by_name():
+    with pytest.raises(GraphRecipeError, match="'denoise': 'bilateral'"):
+        recipe_graph(get_recipe("bilateral"), 96, 128, 48, 64)
+    with pytest.raises(GraphRecipeError, match="only shrinks"):
+        recipe_graph(get_recipe("realtime"), 40, 40, 48, 64)
+    with pytest.raises(GraphRecipeError, match="larger than 13 px"):
+        recipe_graph(get_recipe("seed"), 12, 64, 12, 64)
+    base = dict(classes=["background", "a"], input={"height": 48, "width": 64}, recipe={}, resize="letterbox",
+                output="logits", postprocess={"kind": "none"}, schema_version=1)
+    assert Contract.from_dict({**base, "frame": {"height": 96, "width": 128}}).frame == FrameSpec(height=96, width=128)
+    assert Contract.from_dict(base).frame is None
+    with pytest.raises(ContractError, match="'frame'"):
+        Contract.from_dict({**base, "frame": {"height": 24, "width": 32}})
+    with pytest.raises(ContractError, match="'frame'"):
+        Contract.from_dict({**base, "frame": {"height": 96, "width": 128, "dtype": "float32"}})
+
+
+@pytest.fixture(scope="module")
+def seed_recipe_run(phantom_data, tmp_path_factory):
+    """A tiny network trained briefly with the full seed recipe (its weights hardly matter here)."""
+    from usseg.train.train_cli import main as train_main
+
+    run = tmp_path_factory.mktemp("seed-recipe")
+    config = run / "config.in.json"
+    config.write_text(json.dumps({"recipe": "seed"}))
+    assert train_main(["--data", str(phantom_data), "--out", str(run / "run"), "--profile", "tiny",
+                       "--config", str(config), "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
+    return run / "run" / "best.pt"
+
+
+def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_recipe_run, phantom_data, tmp_path, capsys):
+    host, graph = tmp_path / "host.onnx", tmp_path / "graph.onnx"
+    assert export_main([str(seed_recipe_run), "-o", str(host), "--frames", str(phantom_data)]) == 0
+    assert export_main([str(seed_recipe_run), "-o", str(graph), "--frames", str(phantom_data),
+                        "--graph-preprocess", "128x160", "--batch", "dynamic"]) == 0
+    printed = capsys.readouterr().out
+    assert "frame [dynamic, 1, 128, 160] uint8" in printed and "labels agree 100.0000 %" in printed
+    a, b = Segmenter(host, device="cpu"), Segmenter(graph, device="cpu")
+    assert b.contract.frame == FrameSpec(height=128, width=160) and b.contract.recipe.name == "seed"
+    assert b.session.get_inputs()[0].type == "tensor(uint8)"
+    frames = phantom(4, 128, 160)
+    for frame in frames:
+        ra, rb = a(frame), b(frame)
+        assert rb.labels.shape == (128, 160)
+        assert (ra.labels == rb.labels).mean() >= 0.999
+        assert ra.lines.keys() == rb.lines.keys()
+    # Multi-frame mode: one graph call for the batch, same labels as frame by frame.
+    for frame, batched in zip(frames, b.batch(frames)):
+        np.testing.assert_array_equal(batched.labels, b(frame).labels)
+    # RGB frames are turned to grey first; a frame of another size is refused by name.
+    rgb = np.repeat(frames[0][:, :, None], 3, axis=2)
+    np.testing.assert_array_equal(b(rgb).labels, b(frames[0]).labels)
+    with pytest.raises(FrameError, match="takes 128x160 frames only"):
+        b(np.zeros((120, 160), np.uint8))
+
+
+def test_graph_export_refusals_name_the_option(tiny_run, tmp_path, caplog):
+    out = tmp_path / "m.onnx"
+    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "32x40", "--no-verify"]) == 1
+    assert "--graph-preprocess" in caplog.text and "only shrinks" in caplog.text
+    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "128x160",
+                        "--triton", str(tmp_path / "repo"), "--no-verify"]) == 1
+    assert "cannot be combined" in caplog.text
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "480by640"])
