@@ -63,14 +63,19 @@ def calibration_folder(count: int = 8) -> Path:
     return folder
 
 
-def seed_onnx(precision: str = "fp32", recipe: str = "seed", batch: str = "1", config: str = "seed") -> Path:
+def seed_onnx(precision: str = "fp32", recipe: str = "seed", batch: str = "1", config: str = "seed",
+              in_graph: bool = False) -> Path:
     """A model configuration (default: the seed's) exported in ``precision`` with a fixed or
-    dynamic batch (cached)."""
+    dynamic batch (cached). ``in_graph``: the recipe inside the graph, fed raw 480x640 frames,
+    labels out (argmax in the graph)."""
     from usseg.export.cli import main as export_main
 
-    path = cache_dir() / f"{config}-{recipe}-{precision}-b{batch}.onnx"
+    suffix = "-graph" if in_graph else ""
+    path = cache_dir() / f"{config}-{recipe}-{precision}-b{batch}{suffix}.onnx"
     if not path.is_file():
         args = [str(seed_checkpoint(recipe, config)), "-o", str(path), "--no-verify", "--batch", batch]
+        if in_graph:
+            args += ["--graph-preprocess", f"{BENCH_H}x{BENCH_W}", "--output", "labels"]
         if precision == "fp16":
             args.append("--fp16")
         elif precision == "int8":

@@ -92,6 +92,31 @@ def test_end_to_end_usseg_batch(benchmark, frames):
         batch=len(batch), recipe="seed", slow=True)
 
 
+# -- in-graph preprocessing (usseg-export --graph-preprocess): raw uint8 frame in, labels out ---------
+def _graph_precision() -> str:
+    return "fp32" if device() == "cpu" else "fp16"
+
+
+@pytest.mark.parametrize("recipe", ["seed", "realtime"])
+def test_ingraph_pipeline(benchmark, frames, recipe):
+    if recipe == "seed" and device() == "cpu":
+        pytest.skip("the in-graph non-local means is built for GPUs (about 10x cv2's time on a CPU)")
+    precision = _graph_precision()
+    seg, nxt = Segmenter(seed_onnx(precision, recipe=recipe, in_graph=True), device=device()), cycle(frames)
+    run(benchmark, lambda: seg(nxt()), stage="end-to-end", impl="usseg", provider=seg.provider,
+        precision=precision, recipe=f"{recipe}, in graph", slow=True)
+
+
+def test_ingraph_pipeline_batch(benchmark, frames):
+    """Multi-frame mode: one graph call for 8 raw frames."""
+    recipe = "realtime" if device() == "cpu" else "seed"
+    precision = _graph_precision()
+    seg = Segmenter(seed_onnx(precision, recipe=recipe, batch="dynamic", in_graph=True), device=device())
+    batch = (frames * 2)[:8]
+    run(benchmark, lambda: seg.batch(batch), stage="end-to-end", impl="usseg", provider=seg.provider,
+        precision=precision, batch=len(batch), recipe=f"{recipe}, in graph", slow=True)
+
+
 def test_end_to_end_seed_style(benchmark, frames, torch_seed_model):
     pipe, nxt = SeedStylePipeline(torch_seed_model), cycle(frames)
     run(benchmark, lambda: pipe(nxt()), stage="end-to-end", impl="seed-style", provider="torch-cpu",

@@ -224,9 +224,16 @@ def _clahe(g: _Builder, x: str, height: int, width: int, recipe: Recipe) -> str:
     tiles = g.op("Reshape", ext, g.ints(-1, n, layout.tile_h, n, layout.tile_w))
     tiles = g.op("Transpose", tiles, perm=[0, 1, 3, 2, 4])
     tiles = g.op("Reshape", tiles, g.ints(-1, n * n, area, 1))
-    levels = g.const(np.arange(256, dtype=np.float32).reshape(1, 1, 1, 256), hint="levels")
-    onehot = g.op("Cast", g.op("Equal", tiles, levels), to=TensorProto.FLOAT)
-    hist = g.op("ReduceSum", onehot, g.ints(2), keepdims=0)  # [N, n*n, 256]
+    # Histogram of v = 16 hi + lo as a matrix product of two 16-wide one-hot codes (16x less
+    # memory than a 256-wide one): hist[hi, lo] = sum over pixels of onehot(hi) x onehot(lo).
+    sixteen = g.const(16.0)
+    high = g.op("Floor", g.op("Div", tiles, sixteen))
+    low = g.op("Sub", tiles, g.op("Mul", high, sixteen))
+    codes = g.const(np.arange(16, dtype=np.float32).reshape(1, 1, 1, 16), hint="codes")
+    high = g.op("Cast", g.op("Equal", high, codes), to=TensorProto.FLOAT)  # [N, n*n, area, 16]
+    low = g.op("Cast", g.op("Equal", low, codes), to=TensorProto.FLOAT)
+    hist = g.op("MatMul", g.op("Transpose", high, perm=[0, 1, 3, 2]), low)  # [N, n*n, 16, 16]
+    hist = g.op("Reshape", hist, g.ints(-1, n * n, 256))
     # Clip, then deal the excess out evenly and the remainder one by one from bin 0 in steps.
     limit = g.const(float(layout.clip))
     excess = g.op("ReduceSum", g.op("Relu", g.op("Sub", hist, limit)), g.ints(2), keepdims=1)

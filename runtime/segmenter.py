@@ -177,6 +177,7 @@ class Segmenter(FramePipeline):
         if device != "cpu":
             preload_gpu_libraries()
         self._exact = False
+        self._batch: ort.InferenceSession | None = None
         self._open(cuda_graph)
         self.contract = read_contract(self.session, self.path)
         _check_graph(self.session, self.contract, self.path)
@@ -258,17 +259,19 @@ class Segmenter(FramePipeline):
         return labels_from_output(output[0], self.contract, self._labels)
 
     def batch(self, frames: Iterable[Any]) -> list[Result]:
-        """Segment several frames; one graph call per frame (fixed batch) or one for all (dynamic)."""
+        """Segment several frames; one graph call per frame (fixed batch) or one for all (dynamic:
+        the multi-frame mode, one host-to-device copy of the whole batch)."""
         frames = list(frames)
-        if self.contract.input.batch is not None or len(frames) < 2 or self.on_gpu:
+        if self.contract.input.batch is not None or len(frames) < 2:
             return [self(f) for f in frames]
+        session = self._batch_session() if self.cuda_graph else self.session
         spec, c = self.contract.input, self.contract
         t0 = time.perf_counter()
         shape, dtype = model_input_shape(c, len(frames))
         inputs = np.zeros(shape, dtype)
         boxes = [prepare(f, c, inputs[i, 0]) for i, f in enumerate(frames)]
         t1 = time.perf_counter()
-        outputs = self.session.run([c.output_name], {self.session.get_inputs()[0].name: inputs})[0]
+        outputs = session.run([c.output_name], {session.get_inputs()[0].name: inputs})[0]
         t2 = time.perf_counter()
         results = []
         for i, box in enumerate(boxes):
@@ -280,6 +283,14 @@ class Segmenter(FramePipeline):
             r.timings = {k: v / len(frames) for k, v in per.items()}
             r.timings["total"] = sum(r.timings.values())
         return results
+
+    def _batch_session(self) -> ort.InferenceSession:
+        """A second session without CUDA graphs: a captured graph replays one fixed shape and fixed
+        buffers, a batch call has neither."""
+        if self._batch is None:
+            plan = plan_providers(self.device, self._cache_dir, cuda_graph=False, exact=self._exact)
+            self._batch = _session(self.path, plan.providers, self._threads)
+        return self._batch
 
     def __repr__(self) -> str:
         spec, frame = self.contract.input, self.contract.frame

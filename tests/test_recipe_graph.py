@@ -150,3 +150,16 @@ def test_graph_export_refusals_name_the_option(tiny_run, tmp_path, caplog):
     assert not out.exists()
     with pytest.raises(SystemExit):
         export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "480by640"])
+
+
+def test_graph_check_reports_agreement_and_time(tmp_path):
+    from usseg.benchmarks.graph_check import main as check_main
+
+    out = tmp_path / "check.json"
+    assert check_main(["--frame", "64x80", "--size", "32x40", "--count", "2", "--rounds", "2", "--batch", "2",
+                       "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["recipe"] for r in rows] == ["seed", "realtime"]
+    for r in rows:
+        assert r["provider"] == "CPUExecutionProvider" and r["min_within_1"] >= 0.999
+        assert r["model_input"] == [32, 40] and r["median_ms"] > 0 and r["batched_ms_per_frame"] > 0
