@@ -153,9 +153,17 @@ def _nlm(g: _Builder, x: str, height: int, width: int, recipe: Recipe) -> str:
     squares = g.op("Mul", diff, diff)
     k = recipe.nlm_template
     mean = g.op("AveragePool", squares, kernel_shape=[k, k], strides=[1, 1])
-    # Sums of integers below 2**24 survive the average exactly after rounding back.
-    ssd = g.op("Round", g.op("Mul", mean, g.const(float(k * k))))
-    index = g.op("Cast", g.op("Floor", g.op("Div", ssd, g.const(float(1 << shift)))), to=TensorProto.INT32)
+    # The patch sum S is an integer below 2**24; its mean carries a relative error of about 1e-7,
+    # so mean * k*k / 2**shift lands within 1/128 of S / 2**shift, whose fraction is a multiple
+    # of 2**-shift: adding half of that and truncating gives floor(S / 2**shift) exactly.
+    # That holds while S * 1.5e-7 < 1/2, i.e. for templates up to 7x7; larger ones round S back first.
+    if k * k * 255 * 255 * 1.5e-7 < 0.5:
+        scale = g.const(np.float32(k * k / (1 << shift)))
+        index = g.op("Add", g.op("Mul", mean, scale), g.const(np.float32(0.5 / (1 << shift))))
+    else:
+        ssd = g.op("Round", g.op("Mul", mean, g.const(float(k * k))))
+        index = g.op("Floor", g.op("Div", ssd, g.const(float(1 << shift))))
+    index = g.op("Cast", index, to=TensorProto.INT32)
     weight = g.op("Gather", g.const(table, np.int32, "nlm_weights"), index, axis=0)  # [N, n*n, H, W] int32
     values = g.op("Cast", g.slice(shifted, [t, t], [t + height, t + width], [2, 3]), to=TensorProto.INT32)
     axis = g.ints(1)

@@ -163,3 +163,16 @@ def test_graph_check_reports_agreement_and_time(tmp_path):
     for r in rows:
         assert r["provider"] == "CPUExecutionProvider" and r["min_within_1"] >= 0.999
         assert r["model_input"] == [32, 40] and r["median_ms"] > 0 and r["batched_ms_per_frame"] > 0
+
+
+def test_large_nlm_template_takes_the_exact_rounding_path():
+    from usseg.runtime.preprocess import with_overrides
+
+    recipe = with_overrides(get_recipe("seed"), name="nlm-9", nlm_template=9, nlm_search=11)
+    frames = phantom(2, 64, 80)
+    model = recipe_graph(recipe, 64, 80, 64, 80, batch=None, expose_enhanced=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    enhanced = session.run(["enhanced"], {"frame": np.stack(frames)[:, None]})[0]
+    for i, frame in enumerate(frames):
+        diff = np.abs(enhanced[i, 0].astype(np.int16) - enhance(frame, recipe).astype(np.int16))
+        assert (diff <= 1).mean() >= 0.999
