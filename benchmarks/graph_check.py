@@ -31,6 +31,8 @@ def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
     plan = plan_providers(device, default_cache_dir(), cuda_graph=False, exact=True)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if device != "cpu":  # fail rather than time nodes that quietly fell back to the CPU
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return ort.InferenceSession(model_bytes, options, providers=plan.providers)
 
 
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(args.out)
     return 0 if all(r["min_within_1"] >= 0.999 for r in results) else 1
 
 

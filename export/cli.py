@@ -107,6 +107,13 @@ def export(args: argparse.Namespace) -> dict:
         contract = replace(contract, frame=frame)
     except ContractError as exc:
         raise ExportError(f"--graph-preprocess: {exc}") from None
+    if frame is not None:
+        from .graph_model import GraphPreprocessError, check_graph_preprocessing
+
+        try:  # before minutes of tracing and verification
+            check_graph_preprocessing(contract, args.opset)
+        except GraphPreprocessError as exc:
+            raise ExportError(f"--graph-preprocess: {exc}") from None
     contract = replace(
         contract, output=args.output,
         input=replace(contract.input, batch=None if args.batch == "dynamic" else 1),
@@ -134,7 +141,7 @@ def export(args: argparse.Namespace) -> dict:
         if not args.no_verify:
             figures["parity"] = verify_model(model, staged, fp32_path, contract, name, args.frames)
         if frame is not None:
-            from .graph_model import GraphPreprocessError, prepend_preprocessing, verify_graph_preprocessing
+            from .graph_model import prepend_preprocessing, verify_graph_preprocessing
 
             network = staged
             staged = Path(work) / "graph.onnx"

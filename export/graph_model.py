@@ -39,16 +39,26 @@ class GraphParity:
     frames: int
 
 
+def _build(contract: Contract, opset: int) -> onnx.ModelProto:
+    spec, frame = contract.input, contract.frame
+    try:
+        return recipe_graph(contract.recipe, frame.height, frame.width, spec.height, spec.width,
+                            batch=spec.batch, output=PREPROCESSED, opset=opset, input_name=frame.name)
+    except GraphRecipeError as exc:
+        raise GraphPreprocessError(str(exc)) from None
+
+
+def check_graph_preprocessing(contract: Contract, opset: int) -> None:
+    """Raise GraphPreprocessError when the contract's recipe and sizes have no in-graph form."""
+    _build(contract, opset)
+
+
 def prepend_preprocessing(network: Path, out: Path, contract: Contract) -> None:
     """Write ``network`` with ``contract.recipe`` in front of it to ``out`` (atomically)."""
     net = onnx.load(str(network))
     opset = next(o.version for o in net.opset_import if o.domain in ("", "ai.onnx"))
-    spec, frame = contract.input, contract.frame
-    try:
-        pre = recipe_graph(contract.recipe, frame.height, frame.width, spec.height, spec.width,
-                           batch=spec.batch, output=PREPROCESSED, opset=opset)
-    except GraphRecipeError as exc:
-        raise GraphPreprocessError(str(exc)) from None
+    spec = contract.input
+    pre = _build(contract, opset)
     pre.ir_version = net.ir_version
     merged = onnx.compose.merge_models(pre, net, io_map=[(PREPROCESSED, spec.name)],
                                        producer_name="usseg", doc_string="usseg model with in-graph preprocessing")

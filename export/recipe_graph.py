@@ -7,10 +7,11 @@ and padding, each reproducing OpenCV's integer arithmetic so that the result mat
 (``usseg-export --graph-preprocess``), the whole pipeline runs inside ONNX Runtime on whatever
 provider it has: one host-to-device copy of the frame in, one copy of the result out.
 
-Only plain operators are used (Slice, Concat of at most 21 inputs, AveragePool, Gather, CumSum,
-MatMul, Conv), so the graph runs under the CPU, CUDA and TensorRT providers and stays capturable
-in a CUDA graph. Matching OpenCV exactly relies on float32 sums of integers below 2**24, so the
-runtime switches TF32 off for these models on CUDA.
+Only plain operators are used (Slice, Concat of ``nlm_search`` inputs -- 21 for the seed recipe,
+under the 32 that ORT's CUDA-graph capture accepts --, Conv, Gather, CumSum, MatMul), so the graph
+runs under any provider. Matching OpenCV exactly relies on float32 sums of integers below 2**24
+and on float64 for the NLM's weighted sums, so the runtime runs these models on CUDA with TF32
+off and cuDNN's default (direct) convolution algorithms, and not under TensorRT.
 """
 
 from __future__ import annotations
@@ -98,19 +99,27 @@ def _weighted_taps(g: _Builder, x: str, weights: np.ndarray, axis: int) -> str:
 
 def _resize(g: _Builder, x: str, box: Letterbox) -> str:
     """cv2.resize INTER_AREA shrink. Enlarging (OpenCV's fixed-point bilinear path, whose
-    vectorised rounding is not reproduced here) is refused."""
+    vectorised rounding is not reproduced here) is refused, and so is a shrink of the width
+    alone, which the host path does bilinearly too."""
     if (box.new_h, box.new_w) == (box.src_h, box.src_w):
         return x
-    if box.new_h > box.src_h:
-        raise GraphRecipeError(f"frame {box.src_h}x{box.src_w} would be enlarged to {box.new_h}x{box.new_w}: "
-                               f"in-graph preprocessing only shrinks; export for the probe's frame size or "
-                               f"use host preprocessing")
+    if box.new_h >= box.src_h or box.new_w > box.src_w:
+        raise GraphRecipeError(f"frame {box.src_h}x{box.src_w} -> content {box.new_h}x{box.new_w}: in-graph "
+                               f"preprocessing only shrinks both sides (OpenCV's INTER_AREA); export for the "
+                               f"probe's frame size or use host preprocessing")
     fy, fx = box.src_h / box.new_h, box.src_w / box.new_w
     rows, cols = _axis_weights(box.src_h, box.new_h), _axis_weights(box.src_w, box.new_w)
     if fy == fx == int(fy):
-        # Integer factor: OpenCV sums integers and rounds half up; a matrix product is exact here.
-        y = g.op("MatMul", g.const(rows, hint="resize_rows"), g.op("MatMul", x, g.const(cols.T, hint="resize_cols")))
-        y = g.round_half_up(y)
+        # Integer factor k: OpenCV sums the k x k block as integers (exact here as a product of
+        # 0/1 matrices), then rounds half up for k = 2 and rounds sum * float(1 / k^2) to even otherwise.
+        k = int(fy)
+        ones_rows, ones_cols = (rows > 0).astype(np.float32), (cols > 0).astype(np.float32)
+        total = g.op("MatMul", g.const(ones_rows, hint="block_rows"),
+                     g.op("MatMul", x, g.const(ones_cols.T, hint="block_cols")))
+        if k == 2:
+            y = g.op("Floor", g.op("Div", g.op("Add", total, g.const(2.0)), g.const(4.0)))
+        else:
+            y = g.op("Round", g.op("Mul", total, g.const(np.float32(1) / np.float32(k * k))))
     else:
         # General case: float32 sums along each row first, then down, rounded to nearest even.
         y = g.op("Round", _weighted_taps(g, _weighted_taps(g, x, cols, axis=3), rows, axis=2))
@@ -152,26 +161,20 @@ def _nlm(g: _Builder, x: str, height: int, width: int, recipe: Recipe) -> str:
     diff = g.op("Sub", shifted, centre)
     squares = g.op("Mul", diff, diff)
     k = recipe.nlm_template
-    mean = g.op("AveragePool", squares, kernel_shape=[k, k], strides=[1, 1])
-    # The patch sum S is an integer below 2**24; its mean carries a relative error of about 1e-7,
-    # so mean * k*k / 2**shift lands within 1/128 of S / 2**shift, whose fraction is a multiple
-    # of 2**-shift: adding half of that and truncating gives floor(S / 2**shift) exactly.
-    # That holds while S * 1.5e-7 < 1/2, i.e. for templates up to 7x7; larger ones round S back first.
-    if k * k * 255 * 255 * 1.5e-7 < 0.5:
-        scale = g.const(np.float32(k * k / (1 << shift)))
-        index = g.op("Add", g.op("Mul", mean, scale), g.const(np.float32(0.5 / (1 << shift))))
-    else:
-        ssd = g.op("Round", g.op("Mul", mean, g.const(float(k * k))))
-        index = g.op("Floor", g.op("Div", ssd, g.const(float(1 << shift))))
-    index = g.op("Cast", index, to=TensorProto.INT32)
-    weight = g.op("Gather", g.const(table, np.int32, "nlm_weights"), index, axis=0)  # [N, n*n, H, W] int32
-    values = g.op("Cast", g.slice(shifted, [t, t], [t + height, t + width], [2, 3]), to=TensorProto.INT32)
+    # Patch sums of squared differences: a depthwise Conv with a kernel of ones adds integers
+    # below 2**24, exact in float32 (without TF32 and with a direct convolution algorithm).
+    ones = g.const(np.ones((n * n, 1, k, k), np.float32), hint="patch")
+    ssd = g.op("Conv", squares, ones, group=n * n)
+    # floor(S / 2**shift): a division by a power of two is exact, the cast truncates.
+    index = g.op("Cast", g.op("Div", ssd, g.const(float(1 << shift))), to=TensorProto.INT32)
+    # The weighted sums reach 2.1e9: float64 keeps them exact on every provider.
+    weight = g.op("Gather", g.const(table, np.float64, "nlm_weights"), index, axis=0)  # [N, n*n, H, W]
+    values = g.op("Cast", g.slice(shifted, [t, t], [t + height, t + width], [2, 3]), to=TensorProto.DOUBLE)
     axis = g.ints(1)
     estimate = g.op("ReduceSum", g.op("Mul", weight, values), axis, keepdims=1)
-    total = g.op("Cast", g.op("ReduceSum", weight, axis, keepdims=1), to=TensorProto.INT64)
-    estimate = g.op("Cast", estimate, to=TensorProto.INT64)
-    half = g.op("Div", total, g.const(2, np.int64))
-    out = g.op("Div", g.op("Add", estimate, half), total)  # integer division, as OpenCV
+    total = g.op("ReduceSum", weight, axis, keepdims=1)
+    half = g.op("Floor", g.op("Div", total, g.const(2.0, np.float64)))
+    out = g.op("Floor", g.op("Div", g.op("Add", estimate, half), total))  # OpenCV's integer division
     return g.op("Cast", out, to=TensorProto.FLOAT)
 
 
@@ -287,10 +290,13 @@ def gaussian_fixed_point(sigma: float) -> np.ndarray:
     return taps
 
 
-def _unsharp(g: _Builder, x: str, recipe: Recipe) -> str:
+def _unsharp(g: _Builder, x: str, height: int, width: int, recipe: Recipe) -> str:
     """addWeighted(img, a, GaussianBlur(img, sigma), 1 - a, 0) with OpenCV's bit-exact blur."""
     taps = gaussian_fixed_point(recipe.unsharp_sigma).astype(np.float32)
     r = len(taps) // 2
+    if min(height, width) <= r:
+        raise GraphRecipeError(f"recipe '{recipe.name}': the unsharp mask needs content larger than {r} px, "
+                               f"got {height}x{width}")
     pad = g.op("Pad", x, g.ints(0, 0, r, r, 0, 0, r, r), mode="reflect")
     across = g.op("Conv", pad, g.const(taps.reshape(1, 1, 1, -1), hint="gauss_x"))
     down = g.op("Conv", across, g.const(taps.reshape(1, 1, -1, 1), hint="gauss_y"))
@@ -317,23 +323,25 @@ def check_recipe(recipe: Recipe) -> None:
 
 def recipe_graph(recipe: Recipe, frame_h: int, frame_w: int, height: int, width: int,
                  batch: int | None = 1, output: str = "preprocessed", opset: int = 18,
-                 expose_enhanced: bool = False) -> onnx.ModelProto:
-    """uint8 ``frame`` [N, 1, frame_h, frame_w] -> float32 ``output`` [N, 1, height, width].
+                 expose_enhanced: bool = False, input_name: str = FRAME_INPUT) -> onnx.ModelProto:
+    """uint8 ``input_name`` [N, 1, frame_h, frame_w] -> float32 ``output`` [N, 1, height, width].
 
     With ``expose_enhanced`` the 8-bit content after the recipe (before min-max and padding) is a
     second output, ``enhanced``, for checking each step against OpenCV.
     """
     check_recipe(recipe)
+    if opset < 18:
+        raise GraphRecipeError(f"opset {opset}: in-graph preprocessing needs opset >= 18")
     box = Letterbox.fit(frame_h, frame_w, height, width)
     g = _Builder("pre/")
-    x = g.op("Cast", FRAME_INPUT, to=TensorProto.FLOAT)
+    x = g.op("Cast", input_name, to=TensorProto.FLOAT)
     x = _resize(g, x, box)
     if recipe.denoise == "nlm":
         x = _nlm(g, x, box.new_h, box.new_w, recipe)
     if recipe.clahe:
         x = _clahe(g, x, box.new_h, box.new_w, recipe)
     if recipe.unsharp:
-        x = _unsharp(g, x, recipe)
+        x = _unsharp(g, x, box.new_h, box.new_w, recipe)
     enhanced = x
     y = _minmax(g, x)
     pads = [0, 0, box.top, box.left, 0, 0, height - box.top - box.new_h, width - box.left - box.new_w]
@@ -347,7 +355,7 @@ def recipe_graph(recipe: Recipe, frame_h: int, frame_w: int, height: int, width:
         outputs.append(helper.make_tensor_value_info("enhanced", TensorProto.FLOAT, [n, 1, box.new_h, box.new_w]))
     graph = helper.make_graph(
         g.nodes, "usseg_preprocess",
-        [helper.make_tensor_value_info(FRAME_INPUT, TensorProto.UINT8, [n, 1, frame_h, frame_w])],
+        [helper.make_tensor_value_info(input_name, TensorProto.UINT8, [n, 1, frame_h, frame_w])],
         outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="usseg")
     onnx.checker.check_model(model)

@@ -173,8 +173,11 @@ def validate(c: Contract) -> None:
         )
     if c.frame is not None:
         f = c.frame
-        if f.dtype != "uint8" or not f.name:
+        if f.dtype != "uint8" or not isinstance(f.name, str) or not f.name:
             raise ContractError("contract field 'frame': only a named uint8 frame input is supported")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in (f.height, f.width)):
+            raise ContractError(f"contract field 'frame': height and width must be integers >= 8, "
+                                f"got {f.height!r} x {f.width!r}")
         if f.height < spec.height and f.width < spec.width:
             raise ContractError(f"contract field 'frame': {f.height}x{f.width} frames would be enlarged to the "
                                 f"{spec.height}x{spec.width} input; in-graph preprocessing only shrinks")

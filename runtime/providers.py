@@ -52,25 +52,34 @@ def _gpu_hint() -> str:
 
 
 def cuda_options(cuda_graph: bool, exact: bool = False) -> dict[str, Any]:
-    """``exact``: no TF32, for graphs whose preprocessing needs float32 sums of integers to be exact."""
+    """``exact``: no TF32 and cuDNN's default (direct) convolution algorithms rather than the
+    fastest found, which may be FFT or Winograd: graphs with in-graph preprocessing need float32
+    sums of integers to be exact."""
     options = {"device_id": 0, "enable_cuda_graph": "1" if cuda_graph else "0",
-               "cudnn_conv_algo_search": "EXHAUSTIVE"}
+               "cudnn_conv_algo_search": "DEFAULT" if exact else "EXHAUSTIVE"}
     if exact:
         options["use_tf32"] = "0"
     return options
 
 
-def tensorrt_options(cache_dir: Path, exact: bool = False) -> dict[str, Any]:
+def tensorrt_options(cache_dir: Path) -> dict[str, Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    return {"device_id": 0, "trt_fp16_enable": not exact, "trt_engine_cache_enable": True,
+    return {"device_id": 0, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir)}
 
 
+EXACT_NOTE = ("TensorRT is skipped for models with in-graph preprocessing: it may compute in TF32 or fp16, "
+              "which breaks the exact integer arithmetic the recipe relies on")
+
+
 def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact: bool = False) -> ProviderPlan:
-    """The provider list for ``device``; ``auto`` tries TensorRT, then CUDA, then the CPU."""
+    """The provider list for ``device``; ``auto`` tries TensorRT, then CUDA, then the CPU.
+    ``exact`` (models with in-graph preprocessing): CUDA with exact options, never TensorRT."""
     if device not in DEVICES:
         raise ProviderError(f"unknown device {device!r}; valid devices are {list(DEVICES)}")
+    if exact and device == "tensorrt":
+        raise ProviderError(f"device 'tensorrt': {EXACT_NOTE}; use device 'cuda'")
     available = ort.get_available_providers()
     plan = ProviderPlan(device)
     packages = conflicting_ort_packages()
@@ -78,6 +87,9 @@ def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact:
         log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
                     " and ".join(packages), _gpu_hint())
     wanted = {"auto": [TRT, CUDA, CPU], "cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TRT, CUDA, CPU]}[device]
+    if exact and TRT in wanted:
+        wanted.remove(TRT)
+        plan.notes.append(EXACT_NOTE)
     for name in wanted:
         if name not in available:
             note = f"{name} is not in this ONNX Runtime build (it has {available}); {_gpu_hint()}"
@@ -87,7 +99,7 @@ def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact:
                 plan.notes.append(note)
             continue
         if name == TRT:
-            plan.providers.append((TRT, tensorrt_options(cache_dir, exact)))
+            plan.providers.append((TRT, tensorrt_options(cache_dir)))
         elif name == CUDA:
             plan.providers.append((CUDA, cuda_options(cuda_graph, exact)))
         else:

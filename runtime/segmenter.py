@@ -2,6 +2,7 @@
 
     seg = Segmenter("model.onnx", device="auto")
     result = seg(frame)          # any grey / RGB(A) frame, uint8 / uint16 / float, any size
+                                 # (models exported with --graph-preprocess: their one frame size)
     result.labels, result.masks, result.lines, result.box, result.timings
 
 Buffers are allocated once: the model input is written in place by the preprocessing, and the
@@ -31,9 +32,10 @@ class ModelError(ValueError):
     """A model file that is missing, unreadable, or carries no valid usseg contract."""
 
 
-def _session(path: Path, providers: list, threads: int | None) -> ort.InferenceSession:
+def _session(path: Path, providers: list, threads: int | None, optimize: bool = True) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
@@ -53,6 +55,11 @@ def read_contract(session: ort.InferenceSession, path: Path) -> Contract:
         return Contract.from_json(meta[METADATA_KEY])
     except ContractError as exc:
         raise ModelError(f"{path}: {exc}") from None
+
+
+def peek_contract(path: Path) -> Contract:
+    """The contract of a model file, read through an unoptimised CPU session."""
+    return read_contract(_session(path, [CPU], None, optimize=False), path)
 
 
 def _check_graph(session: ort.InferenceSession, contract: Contract, path: Path) -> None:
@@ -176,15 +183,13 @@ class Segmenter(FramePipeline):
         self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         if device != "cpu":
             preload_gpu_libraries()
-        self._exact = False
+        # In-graph preprocessing reproduces OpenCV with exact integer sums: the GPU providers get
+        # exact options (no TF32, no TensorRT), decided before the first GPU session is built.
+        self._exact = device != "cpu" and peek_contract(self.path).frame is not None
         self._batch: ort.InferenceSession | None = None
         self._open(cuda_graph)
         self.contract = read_contract(self.session, self.path)
         _check_graph(self.session, self.contract, self.path)
-        if self.contract.frame is not None and self.on_gpu:
-            # The in-graph recipe reproduces OpenCV with exact float32 integer sums: no TF32/fp16.
-            self._exact = True
-            self._open(cuda_graph)
         self._allocate()
         if warmup:
             self.warmup()
