@@ -91,7 +91,7 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
                     write_png(out / f"{stem}_mask.png", result.labels)
                 records.append({"file": str(path), "frame": n, "size": list(result.labels.shape), **result.to_dict()})
         except (InputError, FrameError) as exc:
-            log.error("skipped: %s", exc)
+            log.error("skipped: %s", exc if str(path) in str(exc) else f"{path}: {exc}")
             failures.append({"file": str(path), "error": str(exc)})
     timing = _timing_summary(records)
     return {"model": str(seg.path), "provider": seg.provider, "classes": list(seg.contract.classes),

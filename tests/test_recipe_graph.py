@@ -140,7 +140,8 @@ def seed_recipe_run(phantom_data, tmp_path_factory):
     return run / "run" / "best.pt"
 
 
-def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_recipe_run, phantom_data, tmp_path, capsys):
+def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_recipe_run, phantom_data, tmp_path, capsys,
+                                                                         caplog):
     host, graph, single = tmp_path / "host.onnx", tmp_path / "graph.onnx", tmp_path / "single.onnx"
     assert export_main([str(seed_recipe_run), "-o", str(host), "--frames", str(phantom_data)]) == 0
     assert export_main([str(seed_recipe_run), "-o", str(graph), "--frames", str(phantom_data),
@@ -172,6 +173,18 @@ def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_re
     np.testing.assert_array_equal(b(rgb).labels, b(frames[0]).labels)
     with pytest.raises(FrameError, match="takes 128x160 frames only"):
         b(np.zeros((120, 160), np.uint8))
+    # usseg-infer: the frame of the wrong size is skipped, named by file; the other one is segmented.
+    from usseg.runtime.infer import main as infer_main
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    cv2.imwrite(str(good), frames[0])
+    cv2.imwrite(str(bad), cv2.resize(frames[0], (150, 120)))
+    assert infer_main(["--model", str(graph), str(good), str(bad), "--out", str(tmp_path / "out"),
+                       "--device", "cpu"]) == 1
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["file"] for r in report["frames"]] == [str(good)]
+    assert report["failures"][0]["file"] == str(bad) and "128x160" in report["failures"][0]["error"]
+    assert f"skipped: {bad}: frame 120x150" in caplog.text
 
 
 def test_graph_export_refusals_name_the_option(tiny_run, tmp_path, caplog):
