@@ -58,6 +58,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # A CPU-friendly variant: a quarter of the pixels, a quarter of the channels.
     "lite": ModelConfig(name="lite", channels=(8, 16, 32, 64, 128), strides=(2, 2, 2, 2),
                         num_res_units=1, height=240, width=320),
+    # The plain-script network of DESIGN.md's usgra-seg floor (16..256 channels, 2 residual units).
+    "wide": ModelConfig(name="wide", channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+                        num_res_units=2, height=256, width=256),
     # Tests only: trains in seconds.
     "tiny": ModelConfig(name="tiny", channels=(4, 8, 16), strides=(2, 2), num_res_units=1,
                         height=64, width=80),
