@@ -24,6 +24,7 @@ import onnxruntime as ort
 from usseg.runtime.preprocess import Letterbox, enhance, get_recipe
 from usseg.runtime.providers import default_cache_dir, plan_providers, preload_gpu_libraries
 
+from .ablation import parse_size
 from .models import phantom_frames
 
 
@@ -84,14 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.device != "cpu":
         preload_gpu_libraries()
-    fh, fw = (int(v) for v in args.frame.split("x"))
-    size = tuple(int(v) for v in args.size.split("x"))
-    from usseg.train.phantom import PhantomConfig, generate_frame
-
-    if (fh, fw) == (480, 640):
-        frames = phantom_frames(args.count)
-    else:
-        frames = [generate_frame(PhantomConfig(height=fh, width=fw), seed=5, index=i)[0] for i in range(args.count)]
+    fh, fw = parse_size(args.frame)
+    size = parse_size(args.size)
+    frames = phantom_frames(args.count, height=fh, width=fw)
     results = [check_recipe(r, frames, size, args.device, args.rounds, args.batch) for r in args.recipes]
     text = json.dumps(results, indent=1)
     print(text)

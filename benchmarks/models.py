@@ -18,10 +18,10 @@ def cache_dir() -> Path:
     return path
 
 
-def phantom_frames(count: int = 8, seed: int = 424242) -> list[np.ndarray]:
+def phantom_frames(count: int = 8, seed: int = 424242, height: int = BENCH_H, width: int = BENCH_W) -> list[np.ndarray]:
     from usseg.train.phantom import PhantomConfig, generate_frame
 
-    cfg = PhantomConfig(height=BENCH_H, width=BENCH_W)
+    cfg = PhantomConfig(height=height, width=width)
     return [generate_frame(cfg, seed=seed, index=i)[0] for i in range(count)]
 
 

@@ -185,7 +185,8 @@ class Segmenter(FramePipeline):
             preload_gpu_libraries()
         # In-graph preprocessing reproduces OpenCV with exact integer sums: the GPU providers get
         # exact options (no TF32, no TensorRT), decided before the first GPU session is built.
-        self._exact = device != "cpu" and peek_contract(self.path).frame is not None
+        gpu = device != "cpu" and any(p in ort.get_available_providers() for p in (CUDA, TRT))
+        self._exact = gpu and peek_contract(self.path).frame is not None
         self._batch: ort.InferenceSession | None = None
         self._open(cuda_graph)
         self.contract = read_contract(self.session, self.path)

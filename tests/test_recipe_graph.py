@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import USGRA
+from usseg.benchmarks.models import phantom_frames
 from usseg.export.cli import main as export_main
 from usseg.export.recipe_graph import GraphRecipeError, gaussian_fixed_point, nlm_weight_table, recipe_graph
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
@@ -16,10 +17,7 @@ from usseg.runtime.segmenter import Segmenter
 
 
 def phantom(count, height, width):
-    from usseg.train.phantom import PhantomConfig, generate_frame
-
-    cfg = PhantomConfig(height=height, width=width)
-    return [generate_frame(cfg, seed=11, index=i)[0] for i in range(count)]
+    return phantom_frames(count, seed=11, height=height, width=width)
 
 
 def usgra(count, height, width):
