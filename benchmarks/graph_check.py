@@ -22,7 +22,11 @@ import numpy as np
 import onnxruntime as ort
 
 from usseg.runtime.preprocess import Letterbox, enhance, get_recipe
-from usseg.runtime.providers import default_cache_dir, plan_providers, preload_gpu_libraries
+from usseg.runtime.providers import (
+    default_cache_dir,
+    plan_providers,
+    preload_gpu_libraries,
+)
 
 from .ablation import parse_size
 from .models import phantom_frames

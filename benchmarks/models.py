@@ -36,7 +36,12 @@ def seed_torch_model(config: str = "seed"):
 
 def seed_checkpoint(recipe: str = "seed", config: str = "seed") -> Path:
     """A checkpoint of a model configuration (untrained) with a full contract."""
-    from usseg.runtime.contract import SPINE_CLASSES, Contract, InputSpec, default_postprocess
+    from usseg.runtime.contract import (
+        SPINE_CLASSES,
+        Contract,
+        InputSpec,
+        default_postprocess,
+    )
     from usseg.runtime.preprocess import get_recipe
     from usseg.train.checkpoint import save_checkpoint
     from usseg.train.model import get_model_config

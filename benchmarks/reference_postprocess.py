@@ -12,8 +12,18 @@ from skimage.morphology import skeletonize
 
 from usseg.runtime.contract import PostprocessSpec
 from usseg.runtime.postprocess import (
-    HOUGH_MAX_LINE_GAP, HOUGH_MIN_LINE_LENGTH, HOUGH_RHO, HOUGH_THETA, HOUGH_THRESHOLD,
-    LABEL_EPI, LABEL_MID, LABEL_VTB, MORPH_ITERATIONS, MORPH_KERNEL, SpineGeometry, validate_labels,
+    HOUGH_MAX_LINE_GAP,
+    HOUGH_MIN_LINE_LENGTH,
+    HOUGH_RHO,
+    HOUGH_THETA,
+    HOUGH_THRESHOLD,
+    LABEL_EPI,
+    LABEL_MID,
+    LABEL_VTB,
+    MORPH_ITERATIONS,
+    MORPH_KERNEL,
+    SpineGeometry,
+    validate_labels,
 )
 
 

@@ -18,7 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from usseg.benchmarks.reference_postprocess import reference_postprocess, synthetic_spine_labels
+from usseg.benchmarks.reference_postprocess import (
+    reference_postprocess,
+    synthetic_spine_labels,
+)
 from usseg.runtime.contract import PostprocessSpec
 from usseg.runtime.postprocess import postprocess_spine, warmup
 

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
+from usseg.runtime.errors import UssegError
 
 from .frames import calibration_frames, verification_frames
 from .precisions import OUTPUT_KINDS, PRECISIONS
@@ -30,7 +31,7 @@ from .verify import Parity, VerificationError, check, compare, run_onnx
 log = logging.getLogger("usseg.export")
 
 
-class ExportError(RuntimeError):
+class ExportError(UssegError, RuntimeError):
     """Export cannot go on: the message says which input is wrong."""
 
 
@@ -81,7 +82,11 @@ def check_writable(out: Path) -> None:
 
 def export(args: argparse.Namespace) -> dict:
     """Run the export pipeline; returns the figures the summary prints."""
-    from usseg.train.checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
+    from usseg.train.checkpoint import (
+        checkpoint_contract,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
     from usseg.train.io import DataError
 
     from .convert import convert_fp16, export_fp32, quantize_int8

@@ -137,7 +137,12 @@ class _FrameReader:
 
 def quantize_int8(src: Path, dst: Path, contract: Contract, frames: list[np.ndarray]) -> None:
     """Static QDQ quantisation with ONNX Runtime's own tools, calibrated on preprocessed frames."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(_FrameReader, CalibrationDataReader):

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from usseg.runtime.contract import Contract
+from usseg.runtime.errors import UssegError
 from usseg.runtime.preprocess import preprocess
 
 from .convert import write_contract
@@ -28,7 +29,7 @@ PREPROCESSED = "usseg_preprocessed"
 MIN_LABEL_AGREEMENT = 0.999
 
 
-class GraphPreprocessError(ValueError):
+class GraphPreprocessError(UssegError, ValueError):
     """The recipe or frame size has no in-graph form, or the graphs cannot be joined."""
 
 

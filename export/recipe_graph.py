@@ -23,13 +23,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from usseg.runtime.errors import UssegError
 from usseg.runtime.preprocess import Letterbox, Recipe
 
 FRAME_INPUT = "frame"
 GRAPH_DENOISERS = ("nlm", "none")
 
 
-class GraphRecipeError(ValueError):
+class GraphRecipeError(UssegError, ValueError):
     """A recipe or frame size that the in-graph preprocessing cannot express."""
 
 

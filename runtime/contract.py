@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import UssegError
 from .preprocess import Recipe
 
 SCHEMA_VERSION = 1
@@ -22,7 +23,7 @@ RESIZE_POLICIES = ("letterbox",)
 POSTPROCESS_KINDS = ("spine", "none")
 
 
-class ContractError(ValueError):
+class ContractError(UssegError, ValueError):
     """A contract that is missing, malformed or of an unknown schema version."""
 
 

@@ -13,17 +13,14 @@ geometry and timings. A bad file is reported and skipped; the exit code is 1 whe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .fileio import write_json, write_png
 from .overlay import draw_overlay
 from .preprocess import FrameError
 from .providers import DEVICES, ProviderError
@@ -32,24 +29,6 @@ from .sources import InputError, expand_inputs, read_frames
 from .triton_client import TritonError, TritonSegmenter
 
 log = logging.getLogger("usseg.infer")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: could not encode PNG")
-    write_bytes_atomic(path, buf.tobytes())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except TritonError as exc:  # the server went away mid-run: stop, there is no point in trying every file
         log.error("%s", exc)
         return 2
-    write_bytes_atomic(args.out / "results.json", json.dumps(doc, indent=1).encode())
+    write_json(args.out / "results.json", doc)
     t = doc["timings_ms_median"]
     print(f"usseg-infer: {len(doc['frames'])} frames, {len(doc['failures'])} failed, on {seg.provider}; "
           f"median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; wrote {args.out}/results.json")

@@ -14,10 +14,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import UssegError
+
 DENOISERS = ("nlm", "bilateral", "median", "none")
 
 
-class FrameError(ValueError):
+class FrameError(UssegError, ValueError):
     """A frame the pipeline cannot use (empty, NaN, wrong shape or dtype)."""
 
 

@@ -12,13 +12,15 @@ from typing import Any
 
 import onnxruntime as ort
 
+from .errors import UssegError
+
 log = logging.getLogger("usseg.runtime")
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class ProviderError(RuntimeError):
+class ProviderError(UssegError, RuntimeError):
     """The requested device cannot be used; the message says why and what this build has."""
 
 

@@ -20,15 +20,24 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import METADATA_KEY, Contract, ContractError
+from .errors import UssegError
 from .labels import argmax_labels
 from .preprocess import FrameError, Letterbox, preprocess, to_grey8
-from .providers import CPU, CUDA, TRT, ProviderError, default_cache_dir, plan_providers, preload_gpu_libraries
+from .providers import (
+    CPU,
+    CUDA,
+    TRT,
+    ProviderError,
+    default_cache_dir,
+    plan_providers,
+    preload_gpu_libraries,
+)
 from .result import Result
 
 log = logging.getLogger("usseg.runtime")
 
 
-class ModelError(ValueError):
+class ModelError(UssegError, ValueError):
     """A model file that is missing, unreadable, or carries no valid usseg contract."""
 
 

@@ -12,11 +12,13 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
+from .errors import UssegError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-class InputError(ValueError):
+class InputError(UssegError, ValueError):
     """An input file or source that cannot be read; the message names it."""
 
 

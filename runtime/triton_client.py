@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .contract import METADATA_KEY, Contract, ContractError
+from .errors import UssegError
 from .segmenter import FramePipeline, labels_from_output
 
 log = logging.getLogger("usseg.runtime")
@@ -31,7 +32,7 @@ log = logging.getLogger("usseg.runtime")
 TRITON_DTYPES = ("TYPE_FP32", "TYPE_UINT8", "TYPE_INT64")
 
 
-class TritonError(RuntimeError):
+class TritonError(UssegError, RuntimeError):
     """The server cannot be reached, does not serve the model, or serves one without a usseg contract."""
 
 

@@ -1,11 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 
 from usseg.benchmarks.report import load_rows, markdown, write_report
 from usseg.benchmarks.seed_style import pad_or_crop
-
-import numpy as np
 
 
 def bench(name, stage, impl, seconds, frames=1, **info):

@@ -16,7 +16,15 @@ from usseg.benchmarks.reference_postprocess import reference_postprocess, synthe
 from usseg.runtime import postprocess as fast
 from usseg.runtime.contract import PostprocessSpec
 from usseg.runtime.postprocess import (
-    LABEL_EPI, LABEL_MID, LABEL_VTB, MID, EPI, VTB, SpineGeometry, postprocess_spine, warmup,
+    EPI,
+    LABEL_EPI,
+    LABEL_MID,
+    LABEL_VTB,
+    MID,
+    VTB,
+    SpineGeometry,
+    postprocess_spine,
+    warmup,
 )
 
 SPEC = PostprocessSpec()

@@ -4,13 +4,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE, USGRA
 
 from usseg.train.io import DataError
 from usseg.train.maskfolder import open_mask_folder
 from usseg.train.prepare import main as prepare_main
 from usseg.train.splits import presence_matrix, stratified_split
-
-from conftest import SAMPLE, USGRA
 
 
 def make_seed_set(root, n=40, seed=0):

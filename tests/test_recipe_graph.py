@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import USGRA
+
 from usseg.benchmarks.models import phantom_frames
 from usseg.export.cli import main as export_main
 from usseg.export.recipe_graph import GraphRecipeError, gaussian_fixed_point, nlm_weight_table, recipe_graph

@@ -3,11 +3,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from usseg.train.io import DataError
 from usseg.train.seedformat import draw_mask, iter_seed_dataset, parse_shapes
-
-from conftest import SAMPLE
 
 
 def segment_distance(h, w, p1, p2):

@@ -5,14 +5,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import SAMPLE
 
-from usseg.runtime.preprocess import FrameError, preprocess
 from usseg.runtime.contract import METADATA_KEY
 from usseg.runtime.infer import main as infer_main
+from usseg.runtime.preprocess import FrameError, preprocess
 from usseg.runtime.providers import ProviderError
 from usseg.runtime.segmenter import ModelError, Segmenter
-
-from conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")

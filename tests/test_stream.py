@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from usseg.runtime.result import Result
 from usseg.runtime.segmenter import Segmenter
 from usseg.runtime.stream import GeometrySmoother, StreamStats, stream
 from usseg.runtime.stream_cli import main as stream_main
-from usseg.runtime.result import Result
 
 CINE_FRAMES = 24
 

@@ -1,50 +1,19 @@
-"""Small file helpers: atomic writes and image reading with errors that name the file."""
+"""Image reading with errors that name the file (atomic writes live in usseg.runtime.fileio)."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
+from usseg.runtime.errors import UssegError
+from usseg.runtime.fileio import atomic_path, write_json, write_png  # noqa: F401  (re-exported)
 
-class DataError(ValueError):
+
+class DataError(UssegError, ValueError):
     """Input data that cannot be used; the message names the file and, where there is one, the key."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; data sets and models are meant to be shared
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", image)
-        if not ok:
-            raise DataError(f"{path}: could not encode PNG")
-        tmp.write_bytes(buf.tobytes())
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -36,7 +36,14 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from .augment import Augmenter, offline_copies
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .dataset import Frames, SegDataset, load_frames, make_loader, make_val_loader, split_ids
+from .dataset import (
+    Frames,
+    SegDataset,
+    load_frames,
+    make_loader,
+    make_val_loader,
+    split_ids,
+)
 from .distributed import Comm, session, sync_batch_norm
 from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight

@@ -14,7 +14,15 @@ import numpy as np
 from usseg.runtime.contract import SPINE_CLASSES
 
 from .io import DataError
-from .maskfolder import SPLITS, MaskFolder, open_mask_folder, read_classes, write_classes, write_item, write_split
+from .maskfolder import (
+    SPLITS,
+    MaskFolder,
+    open_mask_folder,
+    read_classes,
+    write_classes,
+    write_item,
+    write_split,
+)
 from .seedformat import iter_seed_dataset
 from .splits import presence_matrix, stratified_split
 

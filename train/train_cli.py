@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     try:
-        from .loop import train  # torch and MONAI load here, after the arguments are checked
+        # torch and MONAI load here, after the arguments are checked
+        from .loop import train
 
         cfg = config_from_args(args)
         summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
