@@ -20,7 +20,7 @@ maps), imaging (image formation), annotate (shapes), generate (frames, cine, dat
 """
 
 from .config import LABELS, PhantomConfig, Scene, Shape
-from .generate import frame_name, generate_cine, generate_frame, write_dataset
+from .generate import frame_name, generate_cine, generate_frame, phantom_frames, write_dataset
 from .sheet import contact_sheet, overlay_shapes
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "generate_cine",
     "generate_frame",
     "overlay_shapes",
+    "phantom_frames",
     "write_dataset",
 ]

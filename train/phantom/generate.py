@@ -101,3 +101,12 @@ def write_dataset(out_dir: str | Path, count: int, seed: int,
     write_json(out / "annotations.json", annotations)
     return annotations
 
+
+def phantom_frames(count: int, seed: int, height: int = PhantomConfig.height,
+                   width: int = PhantomConfig.width) -> list[np.ndarray]:
+    """The grey images of frames 0..count-1 of ``seed`` at height x width: realistic model input for
+    checks and benchmarks that need no annotations (the same as generate_frame's images)."""
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    cfg = PhantomConfig(height=height, width=width)
+    return [generate_frame(cfg, seed, index)[0] for index in range(count)]
