@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -24,6 +26,7 @@ from usseg.runtime.postprocess import (
     VTB,
     SpineGeometry,
     postprocess_spine,
+    thinning,
     warmup,
 )
 
@@ -197,18 +200,14 @@ def test_gap_fixing_takes_only_nearby_pixels_of_the_overlapping_class():
     assert not vtb[170:, :].any()
 
 
-def test_no_mid_line_drops_everything():
+@pytest.mark.parametrize("mid_blob", [
+    None,  # no MID pixel at all
+    (slice(100, 120), slice(300, 320)),  # a MID blob of contour area 19 * 19 = 361 < 500
+], ids=["no-mid", "mid-below-area-threshold"])
+def test_no_mid_line_drops_everything(mid_blob):
     labels = blank()
-    cv2.rectangle(labels, (200, 150), (350, 260), LABEL_VTB, -1)
-    cv2.line(labels, (220, 320), (360, 310), LABEL_EPI, 9)
-    geo = assert_close_to_reference(labels)
-    assert geo.mid is None and geo.vtb is None and geo.epi is None
-    assert not geo.masks.any()
-
-
-def test_mid_blob_below_area_threshold_drops_everything():
-    labels = blank()
-    labels[100:120, 300:320] = LABEL_MID  # contour area 19 * 19 = 361 < 500
+    if mid_blob is not None:
+        labels[mid_blob] = LABEL_MID
     cv2.rectangle(labels, (200, 150), (350, 260), LABEL_VTB, -1)
     cv2.line(labels, (220, 320), (360, 310), LABEL_EPI, 9)
     geo = assert_close_to_reference(labels)
@@ -301,9 +300,9 @@ def test_probabilistic_hough_matches_opencv():
 
 
 def test_thinning_table_departs_from_the_paper_only_where_skimage_does():
-    paper = np.array([fast._zhang_suen_removal(code) for code in range(256)])
+    paper = np.array([thinning._zhang_suen_removal(code) for code in range(256)])
     departs = np.nonzero(paper != fast.THINNING_TABLE)[0]
-    assert sorted(departs.tolist()) == sorted(fast._SKIMAGE_TABLE_DEPARTURES)
+    assert sorted(departs.tolist()) == sorted(thinning._SKIMAGE_TABLE_DEPARTURES)
 
 
 # ------------------------------------------------------------------- input and plumbing
@@ -361,9 +360,17 @@ def test_threads_get_their_own_scratch(cases, references):
             assert_identical(got, want)
 
 
+def all_kernels() -> dict[str, CPUDispatcher]:
+    """Every Numba kernel of the post-processing package, by module and name."""
+    modules = [importlib.import_module(f"{fast.__name__}.{info.name}") for info in pkgutil.iter_modules(fast.__path__)]
+    return {f"{module.__name__}.{name}": obj for module in modules for name, obj in vars(module).items()
+            if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__}
+
+
 def test_warmup_compiles_every_kernel_a_frame_needs(cases):
     warmup()
-    kernels = {name: obj for name, obj in vars(fast).items() if isinstance(obj, CPUDispatcher)}
+    kernels = all_kernels()
+    assert {name.split(".")[-2] for name in kernels} == {"thinning", "hough", "split", "regions"}
     before = {name: len(kernel.signatures) for name, kernel in kernels.items()}
     for labels in cases[:10]:
         postprocess_spine(labels, SPEC)
