@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from .jit import kernel
 
-@numba.njit(cache=True, nogil=True)
+
+@kernel
 def _argmax(scores, out):
     classes, height, width = scores.shape
     for y in range(height):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from ..jit import kernel
 
 HOUGH_RHO = 1.0
 HOUGH_THETA = np.pi / 180
@@ -37,7 +38,7 @@ def hough_rho_bins(height: int, width: int) -> int:
     return int(round(((width + height) * 2 + 1) / HOUGH_RHO))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _vote_cells(i, j, cos_table, sin_table, bins, centre, cells):
     """Accumulator cell (angle-major, flat, unsigned) of pixel (i, j) for every angle, computed in
     float32 as OpenCV does."""
@@ -47,7 +48,7 @@ def _vote_cells(i, j, cos_table, sin_table, bins, centre, cells):
         cells[n] = n * bins + np.int32(np.rint(fj * cos_table[n] + fi * sin_table[n])) + centre
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _clear_accumulator(accum, cos_table, sin_table, bins, centre, top, left, height, width):
     """Zero the cells that pixels of this region can reach; the rest of the accumulator is unused."""
     for n in range(cos_table.shape[0]):
@@ -61,26 +62,26 @@ def _clear_accumulator(accum, cos_table, sin_table, bins, centre, top, left, hei
         accum[n * bins + max(lo - 1, 0):n * bins + min(hi + 2, bins)] = 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _next_random(state):
     """OpenCV's cv::RNG step (multiply-with-carry); returns the new state and its 32-bit output."""
     state = (state & np.uint64(0xFFFFFFFF)) * np.uint64(4164903690) + (state >> np.uint64(32))
     return state, state & np.uint64(0xFFFFFFFF)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _is_set(image, i, j):
     return 0 <= i < image.shape[0] and 0 <= j < image.shape[1] and image[i, j] != 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _walk_position(x, y, along_x):
     if along_x:
         return y >> _HOUGH_SHIFT, x
     return y, x >> _HOUGH_SHIFT
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _walk_end(points, top, left, frame_height, frame_width, i, j, x0, y0, dx, dy, along_x, max_gap):
     """Last set pixel before the walk leaves the frame or meets more than ``max_gap`` empty ones."""
     end_i, end_j = i, j
@@ -102,7 +103,7 @@ def _walk_end(points, top, left, frame_height, frame_width, i, j, x0, y0, dx, dy
     return end_i, end_j
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _walk_clear(points, top, left, x0, y0, dx, dy, along_x, end_i, end_j, unvote,
                 accum, cos_table, sin_table, bins, centre, cells):
     """Remove the set pixels up to the segment's end; take back their votes for a kept segment."""
@@ -121,7 +122,7 @@ def _walk_clear(points, top, left, x0, y0, dx, dy, along_x, end_i, end_j, unvote
         y += dy
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _hough_segments(points, top, left, frame_height, frame_width, cos_table, sin_table, accum,
                     threshold, min_length, max_gap, queue, cells, segments):
     """Segments of OpenCV's HoughLinesP (rho 1) on the non-zero pixels of ``points``.

@@ -11,13 +11,14 @@ region, unless the region would cut through it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..jit import kernel
 
 TILE = 16
 _TILE_SHIFT = 4
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _mark_tiles(mask, top, bottom, left, right, tile_label, columns):
     """tile_label = -1 on tiles (of the region) holding a set pixel, 0 elsewhere.
 
@@ -40,7 +41,7 @@ def _mark_tiles(mask, top, bottom, left, right, tile_label, columns):
     return t0, t1, l0, l1
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _label_clusters(tile_label, t0, t1, l0, l1, stack):
     """Number the 8-connected groups of marked tiles 1..n in place; returns n."""
     n = 0
@@ -66,7 +67,7 @@ def _label_clusters(tile_label, t0, t1, l0, l1, stack):
     return n
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _cluster_boxes(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n, boxes, columns):
     """Exact pixel box [top, bottom, left, right) of every cluster, from its tiles' pixels."""
     for c in range(1, n + 1):
@@ -102,7 +103,7 @@ def _cluster_boxes(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n
                     break
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _relevant_region(mask, top, bottom, left, right, spread, min_area, margin,
                      tile_label, stack, boxes, keep, columns, region):
     """The part of the region [top, bottom) x [left, right) of ``mask`` whose contours can matter.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from numba import njit
 
+from ..jit import kernel
 from .labelmap import EPI, LABEL_EPI, LABEL_MID, LABEL_VTB, MID, VTB
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right (exclusive), in frame pixels
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _split_classes(labels, masks, boxes, column_bits, row_bits):
     """One 0/1 plane per class and each class's bounding box [top, bottom, left, right).
 
@@ -64,7 +64,7 @@ def _split_classes(labels, masks, boxes, column_bits, row_bits):
     return highest
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _take_overlap(mask, labels, other_label, grown, top, bottom, left, right, grown_top, grown_left):
     """Seed gap fixing on rows top:bottom, columns left:right: pixels of ``other_label`` where the
     dilated mask (``grown``, whose pixel (0, 0) is frame pixel (grown_top, grown_left)) is set join

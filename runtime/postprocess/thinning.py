@@ -8,7 +8,8 @@ sub-iterations.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..jit import kernel
 
 # A pixel's 8 neighbours are coded NW=1, N=2, NE=4, E=8, SE=16, S=32, SW=64, W=128. The table
 # says in which sub-iteration a set pixel with that neighbourhood is removed: bit 1 the first,
@@ -53,7 +54,7 @@ _QUEUED = 3  # a set pixel (bit 1) that is on the border list (bit 2)
 # access through a signed index, which costs more than the work itself in these loops.
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _neighbour_code(flat, idx, width):
     """Neighbourhood code of the pixel at unsigned flat index ``idx`` (never on the outer ring)."""
     one = np.uint64(1)
@@ -64,7 +65,7 @@ def _neighbour_code(flat, idx, width):
             | ((flat[down - one] & 1) << 6) | ((flat[idx - one] & 1) << 7))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _list_border(image, border):
     """Mark and list the set pixels that have an empty neighbour; returns how many."""
     height, width = image.shape
@@ -82,7 +83,7 @@ def _list_border(image, border):
     return size
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _thin_in_place(image, table, border, removed):
     """Thin a 0/1 image whose outer rows and columns are 0 down to its skeleton, as skimage does.
 
