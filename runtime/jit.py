@@ -65,8 +65,13 @@ def _fall_back(func: Callable, error: RuntimeError) -> None:
         found = _writable_fallback()
         if found is not None:
             _plan.folder, chosen = found
-            level = logging.INFO if chosen else logging.WARNING
-            hint = "" if chosen else f" (set {CACHE_DIR_ENV} to choose the folder)"
+            asked = os.environ.get(CACHE_DIR_ENV)
+            if chosen:
+                level, hint = logging.INFO, ""
+            elif asked:
+                level, hint = logging.WARNING, f" ({CACHE_DIR_ENV}={asked} cannot be written)"
+            else:
+                level, hint = logging.WARNING, f" (set {CACHE_DIR_ENV} to choose the folder)"
             log.log(level, "Numba cannot cache kernels beside %s or in the user cache folder (is HOME "
                     "writable?); caching them in %s%s", where, _plan.folder, hint)
             return
@@ -78,11 +83,9 @@ def _fall_back(func: Callable, error: RuntimeError) -> None:
 def _writable_fallback() -> tuple[str, bool] | None:
     """The first fallback folder that takes a file, and whether the user chose it; None if none."""
     chosen = os.environ.get(CACHE_DIR_ENV)
-    candidates = [(lambda: os.path.join(chosen, "numba"), True)] if chosen else []
-    candidates.append((lambda: os.path.join(_private_temp_folder(), "numba"), False))
-    for folder_of, user_chose in candidates:
+    for user_chose in ([True] if chosen else []) + [False]:
         try:
-            folder = folder_of()
+            folder = os.path.join(chosen if user_chose else _private_temp_folder(), "numba")
             os.makedirs(folder, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()  # the test Numba itself makes
         except OSError as error:
