@@ -5,7 +5,7 @@ function, so each number in docs/ablation.md can be reproduced by hand with the 
 
     python -m usseg.benchmarks.ablation cost  --frames runs/abl/data --size 240x320 --out runs/abl/cost.json
     python -m usseg.benchmarks.ablation train --data runs/abl/data --base configs/demo.json --epochs 30 \
-        --recipes seed no-nlm no-clahe --out runs/abl/phantom
+        --recipes seed realtime no-clahe --out runs/abl/phantom
     python -m usseg.benchmarks.ablation subsets --data runs/abl/data --fractions 0.25 0.5 --out runs/abl/subsets
     python -m usseg.benchmarks.ablation table --runs runs/abl/phantom --cost runs/abl/cost.json
     python -m usseg.benchmarks.ablation speed --models rt.onnx --threads 0 1 --out runs/abl/speed.json
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cost", help="preprocessing cost per frame and recipe")
     c.add_argument("--frames", type=Path, required=True, help="mask folder or image folder")
     c.add_argument("--size", default="240x320", help="model input size HxW")
-    c.add_argument("--recipes", nargs="+", default=["seed", "no-nlm", "no-clahe", "no-unsharp", "nlm-small",
+    c.add_argument("--recipes", nargs="+", default=["seed", "realtime", "no-clahe", "no-unsharp", "nlm-small",
                                                     "nlm-tiny", "bilateral", "median", "none"])
     c.add_argument("--count", type=int, default=20, help="frames to cycle through")
     c.add_argument("--rounds", type=int, default=3)
