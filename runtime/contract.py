@@ -3,12 +3,22 @@
 Training writes it into the checkpoint, export copies it into ONNX ``metadata_props`` under
 ``usseg.contract``, and the runtime refuses a model whose contract is missing or malformed. Nothing
 about a model (classes, input size, preprocessing, outputs) is hard-coded anywhere else.
+
+A model file is untrusted input: every field is type-checked against its annotation and
+range-checked against the tables below when it is read, so that no value from a model file reaches
+OpenCV, Numba, a buffer allocation or a file path unchecked. Errors name the field
+(``contract field 'postprocess.gap_iterations': 1000000000 must be an integer in [0, 20]``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from typing import Any
 
 from .errors import UssegError
@@ -22,10 +32,189 @@ OUTPUT_KINDS = ("logits", "probs", "labels")
 RESIZE_POLICIES = ("letterbox",)
 POSTPROCESS_KINDS = ("spine", "none")
 
+MAX_CONTRACT_CHARS = 1 << 20  # the whole JSON document
+MAX_SIDE = 16384  # input and frame height / width
+MAX_SCORES = 1 << 28  # classes x height x width: the score buffer stays <= 1 GiB of float32
+MAX_AREA = MAX_SIDE * MAX_SIDE  # area thresholds in pixels
+MAX_PROVENANCE_CHARS = 1 << 16
+MAX_PROVENANCE_DEPTH = 8
+
 
 class ContractError(UssegError, ValueError):
     """A contract that is missing, malformed or of an unknown schema version."""
 
+
+# -- type checks by annotation ------------------------------------------------------------------
+
+def _clip(text: str, longest: int = 60) -> str:
+    return text if len(text) <= longest else text[:longest - 3] + "..."
+
+
+def _show(value: Any) -> str:
+    """A value from an untrusted file, shown in a message at bounded length."""
+    return _clip(repr(value))
+
+
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    """int means int (not bool); float accepts int but not bool, NaN or infinity."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return True
+    if _is_union(kind):
+        return any(_matches(value, k) for k in args)
+    if origin in (tuple, list):
+        return isinstance(value, (tuple, list)) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1])
+                                               for k, v in value.items())
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return isinstance(value, int) or math.isfinite(value)
+    if isinstance(kind, type):
+        return isinstance(value, kind)
+    raise TypeError(f"no type check for the annotation {kind!r}")
+
+
+_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+          type(None): "null"}
+
+
+def _describe(kind: Any) -> str:
+    if _is_union(kind):
+        return " or ".join(_describe(k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) in (tuple, list):
+        return f"a list of ({_describe(typing.get_args(kind)[0])})"
+    if typing.get_origin(kind) is dict:
+        return "an object"
+    return _WORDS.get(kind, f"a {getattr(kind, '__name__', kind)}")
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field(where: str, name: str) -> str:
+    return f"contract field '{where}.{name}'" if where else f"contract field '{name}'"
+
+
+def check_types(where: str, values: dict[str, Any], cls: type) -> None:
+    """Raise ContractError naming the first of ``values`` that does not match its annotation in
+    the dataclass ``cls`` (names that ``cls`` does not have are left to the key check)."""
+    hints = _hints(cls)
+    for name, value in values.items():
+        kind = hints.get(name, Any)
+        if typing.get_origin(kind) in (tuple, list) and isinstance(value, (tuple, list)):
+            name, kind, value = _first_bad_item(name, kind, value)
+        if not _matches(value, kind):
+            raise ContractError(f"{_field(where, name)}: expected {_describe(kind)}, "
+                                f"got {type(value).__name__} {_show(value)}")
+
+
+def _first_bad_item(name: str, kind: Any, items: tuple | list) -> tuple[str, Any, Any]:
+    """Point at the first item of a list that is not of the list's item type."""
+    item_kind = typing.get_args(kind)[0]
+    for i, item in enumerate(items):
+        if not _matches(item, item_kind):
+            return f"{name}[{i}]", item_kind, item
+    return name, kind, items
+
+
+# -- range rules: one table per spec ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Between:
+    """An integer in [lo, hi] (odd if asked); None passes (the type check decides about None)."""
+
+    lo: int
+    hi: int
+    odd: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if value is None or (self.lo <= value <= self.hi and (value % 2 == 1 or not self.odd)):
+            return None
+        return f"{_show(value)} must be {'an odd' if self.odd else 'an'} integer in [{self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple
+
+    def problem(self, value: Any) -> str | None:
+        if any(value == c and type(value) is type(c) for c in self.choices):
+            return None
+        return f"{_show(value)}; valid: {json.dumps(list(self.choices))}"
+
+
+@dataclass(frozen=True)
+class Text:
+    """Printable text of bounded length; ``pattern`` (a full match) narrows it further."""
+
+    max_len: int = 128
+    pattern: str | None = None
+    words: str = "printable characters"
+
+    def problem(self, value: Any) -> str | None:
+        ok = 0 < len(value) <= self.max_len and value.isprintable()
+        if ok and (self.pattern is None or re.fullmatch(self.pattern, value)):
+            return None
+        return f"{_show(value)} must be 1 to {self.max_len} {self.words}"
+
+
+TENSOR_NAME = Text(256)
+# Class names become file names and JSON keys: letters, digits and " _.+()-", no path characters,
+# starting with a letter or digit and not ending in a dot or a space.
+CLASS_NAME = Text(64, r"[^\W_][\w .+()-]*(?<![ .])", "characters: letters, digits, ' _.+()-', "
+                  "starting with a letter or digit, not ending in '.' or ' '")
+
+INPUT_RULES = {
+    "name": TENSOR_NAME, "layout": OneOf(("NCHW",)), "dtype": OneOf(("float32",)),
+    "channels": OneOf((1,)), "height": Between(8, MAX_SIDE), "width": Between(8, MAX_SIDE),
+    # The runtime sends one frame at a time, or a whole batch to a dynamic-batch graph.
+    "batch": OneOf((1, None)),
+}
+FRAME_RULES = {
+    "name": TENSOR_NAME, "dtype": OneOf(("uint8",)),
+    "height": Between(8, MAX_SIDE), "width": Between(8, MAX_SIDE),
+}
+# Kernel sizes and iteration counts bound the work cv2.dilate and the Numba kernels do per frame.
+POSTPROCESS_RULES = {
+    "kind": OneOf(POSTPROCESS_KINDS), "min_line_area": Between(0, MAX_AREA),
+    "min_box_area": Between(0, MAX_AREA), "gap_kernel": Between(1, 31, odd=True),
+    "gap_iterations": Between(0, 20), "line_thickness_px": Between(1, 100),
+}
+CONTRACT_RULES = {
+    "resize": OneOf(RESIZE_POLICIES), "output": OneOf(OUTPUT_KINDS), "output_name": TENSOR_NAME,
+    "schema_version": OneOf((SCHEMA_VERSION,)),
+}
+
+
+def _field_values(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def check_spec(where: str, obj: Any, rules: dict[str, Any]) -> None:
+    """Type-check every field of the dataclass ``obj``, then apply its range ``rules``."""
+    values = _field_values(obj)
+    check_types(where, values, type(obj))
+    for name, rule in rules.items():
+        problem = rule.problem(values[name])
+        if problem:
+            raise ContractError(f"{_field(where, name)}: {problem}")
+
+
+# -- the contract -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -39,6 +228,9 @@ class InputSpec:
     width: int = 640
     batch: int | None = 1  # None = dynamic
 
+    def __post_init__(self) -> None:
+        check_spec("input", self, INPUT_RULES)
+
 
 @dataclass(frozen=True)
 class FrameSpec:
@@ -51,6 +243,9 @@ class FrameSpec:
     height: int = 480
     width: int = 640
 
+    def __post_init__(self) -> None:
+        check_spec("frame", self, FRAME_RULES)
+
 
 @dataclass(frozen=True)
 class PostprocessSpec:
@@ -62,6 +257,9 @@ class PostprocessSpec:
     gap_kernel: int = 5
     gap_iterations: int = 3
     line_thickness_px: int = 10
+
+    def __post_init__(self) -> None:
+        check_spec("postprocess", self, POSTPROCESS_RULES)
 
 
 @dataclass(frozen=True)
@@ -93,25 +291,25 @@ class Contract:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Contract":
+    def from_dict(cls, data: Any) -> Contract:
         if not isinstance(data, dict):
             raise ContractError(f"contract: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ContractError(
-                f"contract field 'schema_version': {version!r} is not supported (this usseg reads {SCHEMA_VERSION})"
-            )
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            raise ContractError(f"contract field 'schema_version': {_show(version)} is not supported "
+                                f"(this usseg reads {SCHEMA_VERSION})")
         _check_keys("contract", data, cls)
+        provenance = data.get("provenance", {})
         try:
             return cls(
                 classes=tuple(_require(data, "classes", list)),
                 input=_build("input", InputSpec, _require(data, "input", dict)),
-                recipe=Recipe.from_dict(_require(data, "recipe", dict)),
+                recipe=_build_recipe(_require(data, "recipe", dict)),
                 resize=_require(data, "resize", str),
                 output=_require(data, "output", str),
                 output_name=data.get("output_name", "output"),
                 postprocess=_build("postprocess", PostprocessSpec, data.get("postprocess", {})),
-                provenance=dict(data.get("provenance", {})),
+                provenance=dict(provenance) if isinstance(provenance, dict) else provenance,
                 schema_version=version,
                 frame=None if data.get("frame") is None else _build("frame", FrameSpec, data["frame"]),
             )
@@ -121,11 +319,14 @@ class Contract:
             raise ContractError(f"contract: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Contract":
+    def from_json(cls, text: str | bytes) -> Contract:
+        if len(text) > MAX_CONTRACT_CHARS:
+            raise ContractError(f"contract: {len(text)} characters, more than the {MAX_CONTRACT_CHARS} "
+                                f"a contract may have")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"contract: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
+            raise ContractError(f"contract: not valid JSON ({_clip(str(exc), 200)})") from None
         return cls.from_dict(data)
 
 
@@ -139,46 +340,77 @@ def _require(data: dict, key: str, kind: type) -> Any:
 
 def _check_keys(where: str, data: dict, cls: type) -> None:
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(_clip(str(k)) for k in set(data) - known)
     if unknown:
-        raise ContractError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
+        raise ContractError(f"{where}: unknown field(s) {unknown[:10]}; valid fields are {sorted(known)}")
 
 
 def _build(where: str, cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
-        raise ContractError(f"contract field '{where}': expected an object")
+        raise ContractError(f"contract field '{where}': expected an object, got {type(data).__name__}")
     _check_keys(f"contract field '{where}'", data, cls)
     return cls(**data)
 
 
+def _build_recipe(data: dict) -> Recipe:
+    """Type-check the recipe's fields here; Recipe checks its own ranges and names the field."""
+    check_types("recipe", data, Recipe)
+    try:
+        return Recipe.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(_recipe_message(str(exc))) from None
+
+
+def _recipe_message(message: str) -> str:
+    """'recipe field 'x': ...' -> 'contract field 'recipe.x': ...'."""
+    named = re.match(r"recipe field '(\w+)':\s*(.*)", message, re.DOTALL)
+    if named:
+        return f"contract field 'recipe.{named[1]}': {named[2]}"
+    return f"contract field 'recipe': {message.removeprefix('recipe: ')}"
+
+
+def _check_classes(classes: tuple[str, ...]) -> None:
+    if not 2 <= len(classes) <= 255:
+        raise ContractError(f"contract field 'classes': {len(classes)} names; need 2 to 255 (labels are 8-bit), "
+                            f"background first")
+    for i, name in enumerate(classes):
+        problem = CLASS_NAME.problem(name)
+        if problem:
+            raise ContractError(f"contract field 'classes[{i}]': {problem}")
+    if len(set(classes)) != len(classes):
+        raise ContractError(f"contract field 'classes': duplicate names in {list(classes)}")
+
+
+def _check_provenance(provenance: dict[str, Any]) -> None:
+    """Shown to users only: any JSON object, of bounded nesting and size."""
+    stack = [(provenance, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_PROVENANCE_DEPTH:
+            raise ContractError(f"contract field 'provenance': nested deeper than {MAX_PROVENANCE_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    try:
+        size = len(json.dumps(provenance, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"contract field 'provenance': not plain JSON ({exc})") from None
+    if size > MAX_PROVENANCE_CHARS:
+        raise ContractError(f"contract field 'provenance': {size} characters of JSON, more than "
+                            f"{MAX_PROVENANCE_CHARS}")
+
+
 def validate(c: Contract) -> None:
     """Raise ContractError naming the first field that makes no sense."""
-    if len(c.classes) < 2 or not all(isinstance(n, str) and n for n in c.classes):
-        raise ContractError("contract field 'classes': need >= 2 non-empty names, background first")
-    if len(set(c.classes)) != len(c.classes):
-        raise ContractError(f"contract field 'classes': duplicate names in {list(c.classes)}")
+    check_spec("", c, CONTRACT_RULES)
+    check_types("recipe", _field_values(c.recipe), Recipe)
+    _check_classes(tuple(c.classes))
+    _check_provenance(c.provenance)
     spec = c.input
-    if spec.layout != "NCHW" or spec.dtype != "float32" or spec.channels != 1:
-        raise ContractError("contract field 'input': only NCHW float32 with 1 channel is supported")
-    if spec.height < 8 or spec.width < 8:
-        raise ContractError(f"contract field 'input': size {spec.height}x{spec.width} is too small")
-    if spec.batch is not None and spec.batch < 1:
-        raise ContractError(f"contract field 'input.batch': {spec.batch} must be >= 1 or null")
-    if c.resize not in RESIZE_POLICIES:
-        raise ContractError(f"contract field 'resize': {c.resize!r}; valid: {list(RESIZE_POLICIES)}")
-    if c.output not in OUTPUT_KINDS:
-        raise ContractError(f"contract field 'output': {c.output!r}; valid: {list(OUTPUT_KINDS)}")
-    if c.postprocess.kind not in POSTPROCESS_KINDS:
-        raise ContractError(
-            f"contract field 'postprocess.kind': {c.postprocess.kind!r}; valid: {list(POSTPROCESS_KINDS)}"
-        )
+    if c.num_classes * spec.height * spec.width > MAX_SCORES:
+        raise ContractError(f"contract field 'input': {c.num_classes} classes at {spec.height}x{spec.width} "
+                            f"need more than {MAX_SCORES} scores per frame")
     if c.frame is not None:
         f = c.frame
-        if f.dtype != "uint8" or not isinstance(f.name, str) or not f.name:
-            raise ContractError("contract field 'frame': only a named uint8 frame input is supported")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in (f.height, f.width)):
-            raise ContractError(f"contract field 'frame': height and width must be integers >= 8, "
-                                f"got {f.height!r} x {f.width!r}")
         if f.height < spec.height and f.width < spec.width:
             raise ContractError(f"contract field 'frame': {f.height}x{f.width} frames would be enlarged to the "
                                 f"{spec.height}x{spec.width} input; in-graph preprocessing only shrinks")
