@@ -1,6 +1,6 @@
-"""usseg-bench: run the benchmark suite and write raw JSON, a Markdown table and a bar chart.
+"""usseg bench: run the benchmark suite and write raw JSON, a Markdown table and a bar chart.
 
-    usseg-bench [--model M] [--device auto|cpu|cuda] [--out DIR] [--quick] [-k EXPR]
+    usseg bench [--model M] [--device auto|cpu|cuda] [--out DIR] [--quick] [-k EXPR]
 """
 
 from __future__ import annotations
@@ -12,25 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from usseg.runtime.cli import add_device_option, add_model_option, add_out_option, alias_main
+from usseg.runtime.fileio import make_dirs
+
 from .machine import describe, machine_info
 from .report import write_report
 
 SUITE = Path(__file__).resolve().parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="usseg-bench", description="Benchmark usseg against the seed-style pipeline.")
-    p.add_argument("--model", type=Path, help="an exported model for the usseg rows (default: the seed configuration)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_option(p, "an exported model for the usseg rows (default: the seed configuration)", required=False)
+    add_device_option(p, allowed=("auto", "cpu", "cuda"))
+    add_out_option(p, "output folder: benchmark.json, benchmark.md, benchmark.png", default=Path("runs/bench"))
     p.add_argument("--quick", action="store_true", help="fewer rounds and precisions (for the demo)")
     p.add_argument("-k", dest="select", help="pytest -k expression to run a subset")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+def run(args: argparse.Namespace) -> int:
+    make_dirs(args.out)
     info = machine_info()
     machine = describe(info)
     print(f"usseg-bench on {machine}")
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     print(md.read_text())
     print(f"wrote {raw}, {md}, {png}")
     return code
+
+
+main = alias_main("bench")
 
 
 if __name__ == "__main__":

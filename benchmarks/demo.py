@@ -1,7 +1,7 @@
-"""usseg-demo: the whole product on the built-in phantom, in one command (what `make demo` runs).
+"""usseg demo: the whole product on the built-in phantom, in one command (what `make demo` runs).
 
     synthesise + prepare -> train (demo profile) + evaluate -> export fp32 (+ int8 if it verifies)
-    -> usseg-infer on the test split, usseg-stream on a phantom cine -> a short benchmark
+    -> usseg predict on the test split, usseg stream on a phantom cine -> a short benchmark
     -> one summary, and runs/demo/report.md with curves, overlays and the benchmark chart.
 """
 
@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from usseg.runtime.cli import add_device_option, add_out_option, alias_main
+from usseg.runtime.errors import UsageError
 
 log = logging.getLogger("usseg.demo")
 
@@ -37,7 +40,7 @@ class Step:
 
 def check(code: int, what: str, allowed: tuple[int, ...] = (0,)) -> None:
     if code not in allowed:
-        raise SystemExit(f"usseg-demo: {what} failed (exit code {code})")
+        raise SystemExit(f"usseg demo: {what} failed (exit code {code})")
 
 
 def write_cine(path: Path, frames: int, height: int, width: int) -> None:
@@ -83,7 +86,7 @@ def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, 
     for name, info in exports.items():
         lines.append(f"export {name}: {info}")
     t = infer.get("timings_ms_median", {})
-    lines.append("latency per frame (usseg-infer, median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    lines.append("latency per frame (usseg predict, median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     lines.append(f"stream (cine played live at 20 fps, policy latest): {stream['processed']} of {stream['captured']} "
                  f"frames at {stream['fps']:.1f} fps, latency p50 "
                  f"{stream['latency_ms_p50']:.1f} ms, p99 {stream['latency_ms_p99']:.1f} ms, dropped {stream['dropped']}")
@@ -97,15 +100,17 @@ def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="usseg-demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_out_option(p, "output folder, replaced on each run", default=Path("runs/demo"))
     p.add_argument("--frames", type=int, default=70, help="phantom frames (the seed had 70)")
     p.add_argument("--epochs", type=int, help="override the demo profile's epochs")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark step")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("usseg").setLevel(logging.INFO)
+    add_device_option(p, allowed=("auto", "cpu", "cuda"))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < 10:
+        raise UsageError(f"--frames {args.frames}: the split needs at least 10 frames")
 
     from usseg.export.cli import main as export_main
     from usseg.runtime.infer import main as infer_main
@@ -125,52 +130,53 @@ def main(argv: list[str] | None = None) -> int:
         check(prepare_main(["--annotations", str(out / "phantom" / "annotations.json"),
                             "--images", str(out / "phantom" / "images"), "--out", str(out / "data")]), "prepare")
     with Step("2. train (demo profile) and evaluate on the test split", timings):
-        train_args = ["--data", str(out / "data"), "--out", str(out / "run"), "--profile", "demo", "--device", "cpu"]
+        train_args = ["--data", str(out / "data"), "--out", str(out / "run"), "--profile", "demo",
+                      "--device", args.device]
         if args.epochs:
             train_args += ["--epochs", str(args.epochs)]
         check(train_main(train_args), "training")
         check(evaluate_main(["--model", str(out / "run" / "best.pt"), "--data", str(out / "data"),
-                             "--out", str(out / "eval_test.json")]), "evaluation")
+                             "--out", str(out), "--device", args.device]), "evaluation")
         training_curves(out / "run", out / "curves.png")
     exports: dict[str, str] = {}
     with Step("3. export fp32 (and int8 when it passes verification)", timings):
-        check(export_main([str(out / "run" / "best.pt"), "-o", str(out / "model.onnx"), "--frames", str(out / "data")]),
+        check(export_main(["--model", str(out / "run" / "best.pt"), "--out", str(out), "--frames", str(out / "data")]),
               "fp32 export")
         exports["fp32"] = "verified against PyTorch"
-        code = export_main([str(out / "run" / "best.pt"), "-o", str(out / "model-int8.onnx"), "--int8",
+        code = export_main(["--model", str(out / "run" / "best.pt"), "--out", str(out), "--int8",
                             "--calibration", str(out / "data"), "--frames", str(out / "data")])
         exports["int8"] = "verified against fp32" if code == 0 else "did not pass verification; not used"
-    with Step("4. usseg-infer on the test split, usseg-stream on a phantom cine played live", timings):
+    with Step("4. usseg predict on the test split, usseg stream on a phantom cine played live", timings):
         data = open_mask_folder(out / "data")
         check(infer_main(["--model", str(out / "model.onnx"), *map(str, (data.image_path(i) for i in data.ids("test"))),
-                          "--out", str(out / "infer"), "--save-masks", "--device", "cpu"]), "usseg-infer")
+                          "--out", str(out / "infer"), "--save-masks", "--device", args.device]), "usseg predict")
         write_cine(out / "cine.avi", 60, 480, 640)
         from usseg.runtime.stream_cli import main as stream_main
 
         check(stream_main(["--model", str(out / "model.onnx"), "--source", str(out / "cine.avi"),
-                           "--out", str(out / "stream" / "overlay.avi"), "--json", str(out / "stream" / "results.jsonl"),
-                           "--device", "cpu", "--policy", "latest", "--pace"]), "usseg-stream")
+                           "--out", str(out / "stream"), "--video", "avi",
+                           "--device", args.device, "--policy", "latest", "--pace"]), "usseg stream")
     bench_rows = []
     if not args.no_bench:
         with Step("5. short benchmark against the seed-style pipeline", timings):
             code = subprocess.call([sys.executable, "-m", "usseg.benchmarks.cli", "--quick", "--model",
                                     str(out / "model.onnx"), "--out", str(out / "bench"), "-k",
                                     "end_to_end and not batch"])
-            check(code, "usseg-bench")
+            check(code, "usseg bench")
             from usseg.benchmarks.report import load_rows
 
             bench_rows = load_rows(json.loads((out / "bench" / "benchmark.json").read_text()))
     ev = json.loads((out / "eval_test.json").read_text())
     infer = json.loads((out / "infer" / "results.json").read_text())
-    stream = stream_summary(out / "stream" / "results.jsonl")
+    stream = stream_summary(out / "stream")
     text = summary_text(out, ev, exports, infer, stream, bench_rows, timings)
     write_report(out, text, infer)
     print("\n" + text)
     return 0
 
 
-def stream_summary(jsonl: Path) -> dict:
-    return json.loads(jsonl.with_suffix(".summary.json").read_text())
+def stream_summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
 
 
 def write_report(out: Path, text: str, infer: dict) -> None:
@@ -182,6 +188,9 @@ def write_report(out: Path, text: str, infer: dict) -> None:
         parts += ["", "## Benchmark", "", (out / "bench" / "benchmark.md").read_text(), "",
                   "![benchmark](bench/benchmark.png)"]
     (out / "report.md").write_text("\n".join(parts) + "\n")
+
+
+main = alias_main("demo")
 
 
 if __name__ == "__main__":

@@ -41,17 +41,12 @@ def _read(files: list[Path]) -> list[np.ndarray]:
     return [read_grey8(p) for p in files]
 
 
-def phantom_frames(count: int, seed: int = 20250) -> list[np.ndarray]:
-    from usseg.train.phantom import PhantomConfig, generate_frame
-
-    cfg = PhantomConfig(height=480, width=640)
-    return [generate_frame(cfg, seed=seed, index=i)[0] for i in range(count)]
-
-
 def raw_frames(folder: Path | None, count: int = VERIFY_FRAMES) -> list[np.ndarray]:
     """8-bit grey frames from ``folder`` (val/test first) or phantom frames."""
     if folder is None:
-        return phantom_frames(count)
+        from usseg.train.phantom import phantom_frames
+
+        return phantom_frames(count, seed=20250)
     files = image_files(folder, split="val") if (folder / "split.csv").is_file() else image_files(folder)
     return _read(files[:count])
 

@@ -22,7 +22,7 @@ def summary(out: Path, figures: dict) -> str:
                          f"recipe '{c.recipe.name}' and {c.resize} to {spec.height}x{spec.width} in the graph")
     lines = [
         "",
-        f"usseg-export: success, {figures['seconds']:.1f} s, saved as {out} ({_mb(out)})",
+        f"usseg export: success, {figures['seconds']:.1f} s, saved as {out} ({_mb(out)})",
         f"  precision   {figures['precision']}, opset {c.provenance.get('opset')}",
         f"  input       {network_input}",
         f"  output      {c.output_name} {out_shape} ({c.output})",
@@ -41,5 +41,5 @@ def summary(out: Path, figures: dict) -> str:
                      f"{100 * graph.label_agreement:.4f} %, max |input delta| {graph.input_max_delta:.2e}")
     if figures.get("triton"):
         lines.append(f"  triton      {figures['triton']} (tritonserver --model-repository {figures['triton'].parent})")
-    lines.append(f"next: usseg-infer --model {out} IMAGES... --out result/")
+    lines.append(f"next: usseg predict --model {out} IMAGES... --out result/")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from google.protobuf import text_encoding
 
 from usseg.runtime.contract import METADATA_KEY, Contract, ContractError
 
-from .cli import ExportError
+from .errors import ExportError
 
 log = logging.getLogger("usseg.export")
 

@@ -9,11 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from usseg.runtime.contract import Contract
-from usseg.runtime.errors import UssegError
 
-
-class VerificationError(UssegError, RuntimeError):
-    """The exported model does not match its source within tolerance."""
+from .errors import VerificationError
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,9 @@ def test_torch_predictor_answers_at_frame_size(tmp_path):
 
 def test_cli_writes_json(two_frames, tmp_path, capsys):
     _tiny_checkpoint(tmp_path / "m.pt")
-    out = tmp_path / "eval.json"
     assert main(["--model", str(tmp_path / "m.pt"), "--data", str(two_frames.root), "--spacing", "0.2",
-                 "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
+                 "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "eval_test.json").read_text())
     assert set(result["dice"]) == {"nerve", "vessel"} and "hd95_mm" in result and len(result["per_frame"]) == 2
     assert "nerve" in capsys.readouterr().out
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from usseg.export.cli import main as export_main
-from usseg.export.cli import verify_model
+from usseg.export.pipeline import verify_model
 from usseg.export.verify import VerificationError, label_dice
 from usseg.runtime.contract import METADATA_KEY, Contract
 from usseg.train.checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
@@ -112,7 +112,7 @@ def bad_checkpoint_cases(tmp_path, tiny_run):
         (corrupt, tmp_path / "m.onnx", "not a readable usseg checkpoint"),
         (other, tmp_path / "m.onnx", "weights do not fit model configuration 'wider'"),
         (not_ours, tmp_path / "m.onnx", "missing key(s)"),
-        (tiny_run / "best.pt", tmp_path / "m.txt", "must end in .onnx"),
+        (tiny_run / "best.pt", corrupt, "exists and is not a folder"),
         (tiny_run / "best.pt", corrupt / "m.onnx", "cannot create the output folder"),
     ]
 
@@ -120,10 +120,10 @@ def bad_checkpoint_cases(tmp_path, tiny_run):
 def test_bad_inputs_give_clear_errors_and_leave_no_file(tiny_run, tmp_path, caplog):
     for ckpt, out, words in bad_checkpoint_cases(tmp_path, tiny_run):
         caplog.clear()
-        assert export_main([str(ckpt), "-o", str(out), "--no-verify"]) == 1
+        assert export_main([str(ckpt), "-o", str(out), "--no-verify"]) == 2
         assert words in caplog.text, (ckpt, caplog.text)
-        assert not out.exists()
-    assert export_main([str(tiny_run / "best.pt"), "-o", str(tmp_path / "q.onnx"), "--int8"]) == 1
+        assert not out.exists() or out.suffix == ".pt"  # the existing file given as --out stays as it was
+    assert export_main([str(tiny_run / "best.pt"), "-o", str(tmp_path / "q.onnx"), "--int8"]) == 2
     assert "--int8 needs --calibration" in caplog.text
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []

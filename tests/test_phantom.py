@@ -163,9 +163,9 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert annotations == expected
 
 
-def test_cli_needs_something_to_do():
-    with pytest.raises(SystemExit):
-        main(["--count", "3"])
+def test_cli_needs_something_to_do(caplog):
+    assert main(["--count", "3"]) == 2
+    assert "nothing to do: give --out and/or --contact-sheet" in caplog.text
 
 
 def test_contact_sheet(tmp_path):

@@ -187,13 +187,13 @@ def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_re
 
 def test_graph_export_refusals_name_the_option(tiny_run, tmp_path, caplog):
     out = tmp_path / "m.onnx"
-    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "32x40", "--no-verify"]) == 1
+    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "32x40", "--no-verify"]) == 2
     assert "--graph-preprocess" in caplog.text and "only shrinks" in caplog.text
     assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "128x160",
-                        "--triton", str(tmp_path / "repo"), "--no-verify"]) == 1
+                        "--triton", str(tmp_path / "repo"), "--no-verify"]) == 2
     assert "cannot be combined" in caplog.text
     assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--graph-preprocess", "128x160",
-                        "--opset", "17", "--no-verify"]) == 1
+                        "--opset", "17", "--no-verify"]) == 2
     assert "opset >= 18" in caplog.text
     assert not out.exists()
     with pytest.raises(SystemExit):

@@ -129,9 +129,12 @@ def test_smoothing_damps_jitter():
 
 def test_stream_cli_writes_video_and_json_lines(tiny_onnx, cine_video, tmp_path, capsys):
     path, _ = cine_video
-    out, jsonl = tmp_path / "overlay.avi", tmp_path / "results.jsonl"
-    assert stream_main(["--model", str(tiny_onnx), "--source", str(path), "--out", str(out), "--json", str(jsonl),
+    folder = tmp_path / "out"
+    out, jsonl = folder / "overlay.avi", folder / "results.jsonl"
+    assert stream_main(["--model", str(tiny_onnx), "--source", str(path), "--out", str(folder), "--video", "avi",
                         "--device", "cpu"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["overlay.avi", "results.jsonl", "summary.json"]
+    assert json.loads((folder / "summary.json").read_text())["processed"] == CINE_FRAMES
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(CINE_FRAMES))
     assert {"geometry", "timings_ms", "latency_ms"} <= set(records[0])
@@ -140,7 +143,7 @@ def test_stream_cli_writes_video_and_json_lines(tiny_onnx, cine_video, tmp_path,
     capture.release()
     summary = capsys.readouterr().out
     assert f"{CINE_FRAMES} frames" in summary and "dropped 0" in summary
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(folder.glob(".*"))
     assert stream_main(["--model", str(tiny_onnx), "--source", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 2
 
 
@@ -154,14 +157,19 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_outputs(tiny_onnx, cine_video, tmp
     folder.mkdir()
     for i in range(200):
         cv2.imwrite(str(folder / f"f_{i:04d}.png"), decoded[i % CINE_FRAMES])
-    out, jsonl = tmp_path / "overlay.avi", tmp_path / "results.jsonl"
+    results = tmp_path / "out"
+    out, jsonl = results / "overlay.avi", results / "results.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "usseg.runtime.stream_cli", "--model", str(tiny_onnx),
-                             "--source", str(folder), "--pace", "--fps", "20", "--out", str(out),
-                             "--json", str(jsonl), "--device", "cpu"],
+                             "--source", str(folder), "--pace", "--fps", "20", "--out", str(results),
+                             "--video", "avi", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    partial = tmp_path / ".results.partial.jsonl"
+
+    def written() -> int:
+        partial = list(results.glob(".results.jsonl.*"))
+        return partial[0].read_text().count("\n") if partial else 0
+
     deadline = time.time() + 60
-    while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") >= 5):
+    while time.time() < deadline and written() < 5:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
@@ -172,4 +180,4 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_outputs(tiny_onnx, cine_video, tmp
     capture = cv2.VideoCapture(str(out))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
     capture.release()
-    assert not partial.exists()
+    assert not list(results.glob(".*"))

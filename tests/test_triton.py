@@ -121,7 +121,7 @@ def test_an_invalid_config_fails_the_export_and_writes_no_repository(tiny_run, t
     monkeypatch.setattr(triton_export, "config_pbtxt", lambda c, name: "name: 'usseg' dims: [ 1 ]\n")
     repo = tmp_path / "repo"
     assert export_main([str(tiny_run / "best.pt"), "-o", str(tmp_path / "m.onnx"), "--triton", str(repo),
-                        "--no-verify"]) == 1
+                        "--no-verify"]) == 2
     assert "config.pbtxt is not a valid Triton model config" in caplog.text
     assert list(repo.iterdir()) == []
 

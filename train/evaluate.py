@@ -1,17 +1,27 @@
-"""usseg-evaluate: per-class Dice and HD95 of a model on a data split, at each frame's own size.
+"""usseg evaluate: per-class Dice and HD95 of a model on a data split, at each frame's own size.
 
 Everything is built around a predictor, a callable frame -> label map at the frame's size, so
 a checkpoint (PyTorch) and an exported model (ONNX, through the runtime's Segmenter) are scored
 by the same code. For the spine classes the post-processed geometry is scored too: line
 end-point error for MID and EPI, box IoU for VTB, each against the same post-processing applied
 to the ground-truth mask.
+
+Which figure is which (the JSON repeats this under "definitions"):
+    dice            per-frame Dice averaged over the frames where the structure is present
+                    (the figure validation selects on, and the one quoted so far)
+    dice_any_frame  per-frame Dice averaged over the frames where truth or prediction has the
+                    structure: a false positive on a frame without it counts as 0
+    dice_aggregate  Dice over all pixels of the split (2 sum TP / (sum predicted + sum true))
+    false_positive  frames without the structure where the prediction has some of it (share)
+    detection_rate  frames with the structure where the prediction has some of it (share)
+    hd95_px / _mm   95th-percentile Hausdorff distance, frames where both have the structure
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -19,21 +29,53 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from usseg.runtime.cli import add_device_option, add_model_option, add_out_option, alias_main
 from usseg.runtime.contract import Contract, PostprocessSpec
+from usseg.runtime.errors import UsageError
+from usseg.runtime.fileio import make_dirs
 from usseg.runtime.preprocess import preprocess
 
 from .io import DataError, write_json
 from .maskfolder import MaskFolder, open_mask_folder
-from .metrics import DiceAccumulator, by_class, hd95, json_number, mean_dice
+from .metrics import DiceAccumulator, SplitScores, by_class, hd95, json_number, mean_dice
 
 log = logging.getLogger("usseg.evaluate")
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 LINES = ("mid", "epi")
 
+DEFINITIONS = {
+    "dice": "per-frame Dice averaged over the frames where the structure is present in the ground truth "
+            "(MONAI DiceMetric, ignore_empty); validation selects checkpoints on it",
+    "dice_any_frame": "per-frame Dice averaged over the frames where the ground truth or the prediction has the "
+                      "structure; a false positive on a frame without it scores 0, frames where both lack it are skipped",
+    "dice_aggregate": "Dice over all pixels of the split: 2 x sum TP / (sum predicted + sum true)",
+    "false_positive": "frames without the structure in the ground truth where the prediction has some of it "
+                      "(each such frame is a miss); share = frames / absent",
+    "detection_rate": "share of the frames with the structure where the prediction has some of it",
+    "missed": "frames with the structure where the prediction has none of it",
+    "hd95_px": "95th-percentile Hausdorff distance in pixels of the frame, averaged over frames where both "
+               "ground truth and prediction have the structure",
+    "hd95_mm": "hd95_px times the given pixel spacing",
+    "ms_per_frame": "median wall time of one prediction (preprocessing, model, labels back to frame size)",
+    "size": "every score at each frame's own size (predictions are mapped back from the model's input)",
+}
 
-def torch_predictor(model: Any, contract: Contract, device: str = "cpu") -> Predictor:
-    """Checkpoint model -> predictor: preprocess at model size, argmax, labels back to the frame."""
+
+def flip_average(model: Any, x: Any) -> Any:
+    """Softmax of ``model`` on x and on x mirrored left-right (mirrored back), averaged: BxCxHxW."""
+    import torch
+
+    probs = torch.softmax(model(x), dim=1)
+    return (probs + torch.softmax(model(x.flip(-1)), dim=1).flip(-1)) / 2
+
+
+def torch_predictor(model: Any, contract: Contract, device: str = "cpu", tta: bool = False) -> Predictor:
+    """Checkpoint model -> predictor: preprocess at model size, argmax, labels back to the frame.
+
+    ``tta``: average the class probabilities of the frame and of its mirror image (two forward
+    passes per frame: about twice the model's share of the time).
+    """
     import torch
 
     model = model.to(device).eval()
@@ -41,28 +83,38 @@ def torch_predictor(model: Any, contract: Contract, device: str = "cpu") -> Pred
 
     def predict(frame: np.ndarray) -> np.ndarray:
         x, box = preprocess(frame, contract.recipe, spec.height, spec.width)
+        t = torch.from_numpy(x)[None, None].to(device)
         with torch.no_grad():
-            logits = model(torch.from_numpy(x)[None, None].to(device))
-        return box.invert_labels(logits.argmax(1)[0].to(torch.uint8).cpu().numpy())
+            scores = flip_average(model, t) if tta else model(t)
+        return box.invert_labels(scores.argmax(1)[0].to(torch.uint8).cpu().numpy())
 
     return predict
 
 
-def load_predictor(path: str | Path, device: str = "cpu") -> tuple[Predictor, Contract]:
+def torch_device(device: str) -> str:
+    """The CLI's device names for PyTorch: ``auto`` is CUDA when there is one."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("tensorrt"):
+        raise UsageError(f"--device {device}: TensorRT runs exported .onnx models, not checkpoints")
+    return device
+
+
+def load_predictor(path: str | Path, device: str = "auto") -> tuple[Predictor, Contract]:
     """A checkpoint (.pt) or an exported model (.onnx) as (predictor, contract)."""
     path = Path(path)
     if path.suffix == ".onnx":
-        try:
-            from usseg.runtime import Segmenter
-        except ImportError:
-            from usseg.runtime.segmenter import Segmenter
+        from usseg.runtime import Segmenter
+
         seg = Segmenter(path, device=device)
         return (lambda frame: seg(frame).labels), seg.contract
     from .checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(path)
     contract = checkpoint_contract(state, path)
-    return torch_predictor(model_from_checkpoint(state, path), contract, device), contract
+    return torch_predictor(model_from_checkpoint(state, path), contract, torch_device(device)), contract
 
 
 def endpoint_error(pred: np.ndarray, true: np.ndarray) -> float:
@@ -127,6 +179,8 @@ def evaluate(predictor: Predictor, folder: MaskFolder, split: str = "test",
     HausdorffDistanceMetric(percentile=95) per frame, averaged over frames where both the truth
     and the prediction have the class (frames where only the truth has it are counted as missed).
     ``spacing`` (mm per pixel) adds HD95 in mm; ``postprocess`` of kind "spine" adds geometry.
+    Besides the present-frame Dice: Dice over any frame with the structure, over all pixels,
+    false-positive frames and detection rate (see the module docstring and ``DEFINITIONS``).
     """
     ids = folder.ids(split)
     if not ids:
@@ -134,11 +188,14 @@ def evaluate(predictor: Predictor, folder: MaskFolder, split: str = "test",
         raise DataError(f"{folder.root / 'split.csv'}: no {split!r} frames; this data set has {present}")
     n = len(folder.classes)
     dice, hds, missed = DiceAccumulator(n), [], np.zeros(n - 1, np.int64)
+    scores, seconds = SplitScores(n), []
     geometry = GeometryScore(postprocess) if postprocess is not None and postprocess.kind == "spine" else None
     frames = []
     for item_id in tqdm(ids, desc=f"evaluate {split}", unit="frame", disable=not progress):
         image, truth = folder.load(item_id)
+        start = time.perf_counter()
         pred = np.ascontiguousarray(predictor(image), dtype=np.uint8)
+        seconds.append(time.perf_counter() - start)
         if pred.shape != truth.shape:
             raise ValueError(f"predictor returned {pred.shape} for frame {item_id} of size {truth.shape}")
         frame_dice = dice.update(pred, truth)[0]
@@ -147,17 +204,29 @@ def evaluate(predictor: Predictor, folder: MaskFolder, split: str = "test",
         gt_has = np.array([(truth == c).any() for c in range(1, n)])
         pred_has = np.array([(pred == c).any() for c in range(1, n)])
         missed += gt_has & ~pred_has
-        entry = {"id": item_id, "dice": by_class(frame_dice, folder.classes), "hd95_px": by_class(frame_hd, folder.classes)}
+        any_dice = scores.update(pred, truth)
+        entry = {"id": item_id, "dice": by_class(frame_dice, folder.classes),
+                 "dice_any_frame": by_class(any_dice, folder.classes), "hd95_px": by_class(frame_hd, folder.classes)}
         if geometry is not None:
             entry["geometry"] = geometry.update(pred, truth)
         frames.append(entry)
     per_class = dice.result()
     hd_px = _nanmean_rows(np.array(hds))
+    names = folder.classes[1:]
+    any_frame, aggregate = scores.any_frame_dice(), scores.aggregate_dice()
     result: dict[str, Any] = {
         "split": split, "frames": len(ids), "classes": list(folder.classes),
         "dice": by_class(per_class, folder.classes), "mean_dice": json_number(mean_dice(per_class)),
+        "dice_any_frame": by_class(any_frame, folder.classes), "mean_dice_any_frame": json_number(mean_dice(any_frame)),
+        "dice_aggregate": by_class(aggregate, folder.classes), "mean_dice_aggregate": json_number(mean_dice(aggregate)),
+        "false_positive": {name: {"frames": int(fp), "absent": int(ab), "share": json_number(sh)}
+                           for name, fp, ab, sh in zip(names, scores.false_pos, scores.absent,
+                                                       scores.false_positive_share())},
+        "detection_rate": by_class(scores.detection_rate(), folder.classes),
         "hd95_px": by_class(hd_px, folder.classes),
-        "missed": {name: int(m) for name, m in zip(folder.classes[1:], missed)},
+        "missed": {name: int(m) for name, m in zip(names, missed)},
+        "ms_per_frame": round(1000 * float(np.median(seconds)), 2),
+        "definitions": DEFINITIONS,
     }
     if spacing is not None:
         result["spacing_mm"] = spacing
@@ -175,17 +244,29 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
         return np.nanmean(values, axis=0)
 
 
+REPORT_LEGEND = (
+    "Dice present: mean over frames with the structure | Dice any: mean over frames where truth or prediction\n"
+    "has it (a false positive scores 0) | Dice pixels: over all pixels of the split | FP frames: frames without\n"
+    "the structure where it was predicted / frames without it | detected: frames with it where it was predicted")
+
+
 def format_report(result: dict[str, Any]) -> str:
-    """The result as a small table (one row per class), plus the geometry when there is one."""
+    """The result as a table (one row per class, each figure named), plus the geometry when there is one."""
     mm = "hd95_mm" in result
-    head = f"{'class':12s} {'Dice':>7s} {'HD95 px':>8s}" + (f" {'HD95 mm':>8s}" if mm else "") + "  missed"
+    head = (f"{'class':12s} {'Dice present':>12s} {'Dice any':>8s} {'Dice pixels':>11s} {'FP frames':>10s} "
+            f"{'detected':>8s} {'HD95 px':>8s}" + (f" {'HD95 mm':>8s}" if mm else ""))
     lines = [head]
     for name in result["classes"][1:]:
-        row = f"{name:12s} {_cell(result['dice'][name], 4):>7s} {_cell(result['hd95_px'][name], 1):>8s}"
+        fp = result["false_positive"][name]
+        row = (f"{name:12s} {_cell(result['dice'][name], 4):>12s} {_cell(result['dice_any_frame'][name], 4):>8s} "
+               f"{_cell(result['dice_aggregate'][name], 4):>11s} {fp['frames']:>5d}/{fp['absent']:<4d} "
+               f"{_cell(result['detection_rate'][name], 3):>8s} {_cell(result['hd95_px'][name], 1):>8s}")
         if mm:
             row += f" {_cell(result['hd95_mm'][name], 2):>8s}"
-        lines.append(row + f"  {result['missed'][name]}")
-    lines.append(f"{'mean':12s} {_cell(result['mean_dice'], 4):>7s}")
+        lines.append(row)
+    lines.append(f"{'mean':12s} {_cell(result['mean_dice'], 4):>12s} {_cell(result['mean_dice_any_frame'], 4):>8s} "
+                 f"{_cell(result['mean_dice_aggregate'], 4):>11s}")
+    lines.append(REPORT_LEGEND)
     for key, g in result.get("geometry", {}).items():
         metric, value = next(iter(g.items()))
         lines.append(f"{key} {metric.replace('_', ' ')}: {_cell(value, 3)} ({g['frames_both']} frames with both, "
@@ -197,21 +278,21 @@ def _cell(value: float | None, digits: int) -> str:
     return "-" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="usseg-evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, required=True, help="checkpoint (RUN/best.pt) or exported .onnx")
-    p.add_argument("--data", type=Path, required=True, help="mask folder (see usseg-prepare)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_option(p, "checkpoint (RUN/best.pt) or exported .onnx model")
+    p.add_argument("--data", type=Path, required=True, help="mask folder (see usseg prepare)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
     p.add_argument("--spacing", type=float, help="pixel spacing in mm, adds HD95 in mm")
-    p.add_argument("--out", type=Path, help="write the full result (with per-frame scores) as JSON")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    return p
+    add_out_option(p, "output folder: eval_<split>.json with per-frame scores", required=False)
+    add_device_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.spacing is not None and not args.spacing > 0:
-        raise ValueError(f"--spacing {args.spacing}: must be > 0 (mm per pixel)")
+        raise UsageError(f"--spacing {args.spacing}: must be > 0 (mm per pixel)")
     folder = open_mask_folder(args.data)
+    if args.out is not None:
+        make_dirs(args.out)
     predictor, contract = load_predictor(args.model, args.device)
     if tuple(contract.classes) != tuple(folder.classes):
         raise DataError(f"{args.model}: classes {list(contract.classes)} differ from {args.data}'s {list(folder.classes)}")
@@ -220,20 +301,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames, at original size)")
     print(format_report(result))
     if args.out is not None:
-        write_json(args.out, result)
-        print(f"wrote {args.out}")
+        path = args.out / f"eval_{args.split}.json"
+        write_json(path, result)
+        print(f"wrote {path}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (DataError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+main = alias_main("evaluate")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,17 +1,21 @@
-"""usseg-prepare: seed-format annotations (or an existing mask folder) -> a split mask folder."""
+"""usseg prepare: seed-format annotations (or an existing mask folder) -> a split mask folder.
+
+    usseg prepare --annotations phantom/annotations.json --images phantom/images --out data
+    usseg prepare --masks-dir data --val 0.1 --test 0.2 --seed 42      # re-split in place
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from usseg.runtime.cli import add_out_option, alias_main
 from usseg.runtime.contract import SPINE_CLASSES
+from usseg.runtime.fileio import replace_dir
 
 from .io import DataError
 from .maskfolder import (
@@ -52,7 +56,8 @@ def _present(mask: np.ndarray) -> set[int]:
     return set(np.unique(mask).tolist())
 
 
-def convert_seed(annotations: Path, images: Path, tmp: Path, strict: bool) -> tuple[list[str], list[set[int]], list[str]]:
+def convert_seed(annotations: Path, images: Path, tmp: Path,
+                 strict: bool) -> tuple[list[str], list[set[int]], list[str]]:
     problems: list[str] = []
     ids, present = [], []
     for item in iter_seed_dataset(annotations, images, strict=strict, problems=problems):
@@ -73,19 +78,17 @@ def resplit_masks(masks_dir: Path) -> tuple[list[str], list[set[int]], tuple[str
     return ids, present, classes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="usseg-prepare", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--annotations", type=Path, help="seed-format annotations.json")
     src.add_argument("--masks-dir", type=Path, help="an existing mask folder to (re)split")
     p.add_argument("--images", type=Path, help="image folder for --annotations")
-    p.add_argument("--out", type=Path, help="output mask folder (default with --masks-dir: rewrite its split.csv)")
+    add_out_option(p, "output mask folder (default with --masks-dir: rewrite its split.csv)", required=False)
     p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
     p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad entry instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
         write_split(args.masks_dir / "split.csv", splits)
         target = args.masks_dir
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with replace_dir(out) as tmp:
             if args.annotations is not None:
                 ids, present, problems = convert_seed(args.annotations, args.images, tmp, args.strict)
                 classes = SPINE_CLASSES
@@ -116,12 +117,6 @@ def run(args: argparse.Namespace) -> int:
                 raise DataError(f"{args.annotations or args.masks_dir}: no usable frames")
             splits = stratified_split(ids, presence_matrix(present, len(classes)), args.val, args.test, args.seed)
             write_split(tmp / "split.csv", splits)
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         target = out
     folder = open_mask_folder(target)
     print(f"wrote {target}: {len(folder.splits)} frames, classes {list(folder.classes)}")
@@ -133,15 +128,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (DataError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+main = alias_main("prepare")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

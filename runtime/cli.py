@@ -1,0 +1,238 @@
+"""``usseg``: one command, a subcommand per stage, one meaning per shared option.
+
+    usseg synth | prepare | train | evaluate | export | predict | stream | bench | demo  [options]
+
+Every subcommand lives in its stage's module, which defines ``add_arguments(parser)`` and
+``run(args) -> int``; this module builds the parser, sets up logging and turns errors into one
+line and an exit code (see :mod:`usseg.runtime.errors`). It imports a stage only when that stage
+is run, so ``usseg predict`` never loads torch.
+
+Shared options mean the same everywhere:
+    --model   the thing being run (a checkpoint for evaluate/export, an .onnx model for predict/stream/bench)
+    --out     always a folder
+    --device  auto | cpu | cuda | cuda:N | tensorrt | tensorrt:N   (default auto)
+    -v / -q   more / less logging
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EXIT_SETUP, UssegError
+
+log = logging.getLogger("usseg")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    summary: str
+    alias: str | None = None  # the older stand-alone script name, kept working
+
+
+# In pipeline order: `usseg --help` lists them so.
+COMMANDS: tuple[Command, ...] = (
+    Command("synth", "usseg.train.phantom_cli", "write the built-in synthetic spinal phantom (seed format)",
+            "usseg-synth"),
+    Command("prepare", "usseg.train.prepare", "annotations + images, or a mask folder -> a split mask folder",
+            "usseg-prepare"),
+    Command("train", "usseg.train.train_cli", "train a segmentation model on a mask folder", "usseg-train"),
+    Command("evaluate", "usseg.train.evaluate", "score a checkpoint or an exported model on a split",
+            "usseg-evaluate"),
+    Command("export", "usseg.export.cli", "checkpoint -> ONNX model that carries its own contract", "usseg-export"),
+    Command("predict", "usseg.runtime.infer", "segment image files and folders with an exported model",
+            "usseg-infer"),
+    Command("stream", "usseg.runtime.stream_cli", "segment a video, camera, image folder or DICOM cine live",
+            "usseg-stream"),
+    Command("bench", "usseg.benchmarks.cli", "benchmark against the seed-style pipeline on this machine",
+            "usseg-bench"),
+    Command("demo", "usseg.benchmarks.demo", "the whole pipeline on the phantom, in one command", "usseg-demo"),
+)
+
+
+def command(name: str) -> Command:
+    for cmd in COMMANDS:
+        if cmd.name == name:
+            return cmd
+    raise KeyError(name)
+
+
+# -- shared options ---------------------------------------------------------------------------
+DEVICE_HELP = "auto (default: TensorRT, then CUDA, then CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
+_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(:(\d{1,2}))?$")
+
+
+def parse_device(text: str) -> str:
+    """The one device syntax of every command; raises argparse's error with the valid forms."""
+    m = _DEVICE.match(text.strip().lower())
+    if m is None or (m.group(2) and m.group(1) in ("auto", "cpu")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; valid: {DEVICE_HELP}")
+    return m.group(0)
+
+
+def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | None = None) -> None:
+    """``--device``; ``allowed`` narrows the kinds a stage can use (training has no TensorRT)."""
+
+    def checked(text: str) -> str:
+        device = parse_device(text)
+        if allowed is not None and device.split(":")[0] not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r}: this command runs on {', '.join(allowed)}")
+        return device
+
+    kinds = DEVICE_HELP if allowed is None else ", ".join(allowed) + " (default auto)"
+    p.add_argument("--device", type=checked, default="auto", metavar="DEVICE", help=kinds)
+
+
+def add_out_option(p: argparse.ArgumentParser, help: str, required: bool = True, default: Path | None = None) -> None:
+    p.add_argument("--out", type=Path, required=required and default is None, default=default, metavar="DIR",
+                   help=help + (f" (default {default})" if default is not None else ""))
+
+
+def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = True) -> None:
+    p.add_argument("--model", type=Path, required=required, metavar="PATH", help=help)
+
+
+def _add_logging_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("logging")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="warnings and errors only")
+
+
+# -- logging ------------------------------------------------------------------------------------
+class _Formatter(logging.Formatter):
+    """``message`` for progress, ``warning: message`` / ``error: message`` for problems; other
+    torchrun ranks tag their lines with the rank."""
+
+    def __init__(self, rank: str | None) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        if self.rank is not None:
+            text = f"[rank {self.rank}] {text}"
+        return text
+
+
+_HANDLER_MARK = "_usseg_handler"
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """One log format for every command: INFO by default, DEBUG with -vv, WARNING with -q; on
+    torchrun ranks other than 0, warnings and errors only. Idempotent (tests call it many times)."""
+    rank = os.environ.get("RANK")
+    level = logging.INFO if verbosity == 0 else logging.DEBUG if verbosity > 1 else (
+        logging.INFO if verbosity == 1 else logging.WARNING)
+    if rank not in (None, "0"):
+        level = max(level, logging.WARNING)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(rank if rank not in (None, "0") else None))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    if root.level > logging.DEBUG or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    log.setLevel(level)
+
+
+# -- building and running -----------------------------------------------------------------------
+def build_parser(name: str, prog: str | None = None) -> argparse.ArgumentParser:
+    cmd = command(name)
+    module = importlib.import_module(cmd.module)
+    p = argparse.ArgumentParser(prog=prog or f"usseg {name}", description=_description(module, cmd),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(p)
+    _add_logging_options(p)
+    return p
+
+
+def _description(module, cmd: Command) -> str:
+    doc = (module.__doc__ or cmd.summary).strip()
+    return doc.split("\n\n")[0] if len(doc) > 600 else doc
+
+
+def run_command(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv`` for one subcommand and run it: the exit-code rule in one place."""
+    parser = build_parser(name, prog)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    module = importlib.import_module(command(name).module)
+    try:
+        return int(module.run(args))
+    except UssegError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
+        log.error("%s", _os_message(exc))
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C)")
+        return 130
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    lines = ["usage: usseg COMMAND [options]   (usseg COMMAND --help for its options)", "",
+             "Real-time spinal ultrasound segmentation: train with MONAI, export to ONNX, run on ONNX Runtime.",
+             "", "commands, in pipeline order:"]
+    lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS]
+    lines += ["", "exit codes: 0 ok, 1 some inputs failed (each one reported), 2 usage or set-up error"]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("usseg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else EXIT_SETUP
+    if argv[0] == "--version":
+        print(f"usseg {_version()}")
+        return 0
+    names = [c.name for c in COMMANDS]
+    if argv[0] not in names:
+        print(f"usseg: unknown command {argv[0]!r}; valid commands are {names} (usseg --help)", file=sys.stderr)
+        return EXIT_SETUP
+    return run_command(argv[0], argv[1:])
+
+
+def alias_main(name: str):
+    """The ``main`` of an older script name (``usseg-infer`` for ``usseg predict``...)."""
+
+    def main_(argv: list[str] | None = None) -> int:
+        return run_command(name, argv, prog=command(name).alias)
+
+    return main_
+
+
+if __name__ == "__main__":
+    sys.exit(main())
