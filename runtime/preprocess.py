@@ -24,14 +24,27 @@ __all__ = [
 
 
 class FrameError(UssegError, ValueError):
-    """A frame the pipeline cannot use (empty, NaN, wrong shape or dtype)."""
+    """A frame the pipeline cannot use (empty, NaN, negative, wrong shape or dtype)."""
 
 
-def to_grey8(frame: Any) -> np.ndarray:
-    """Any grey / RGB / RGBA frame, uint8, uint16 or float, to contiguous 8-bit grey.
+def to_grey8(frame: Any, bits: int | None = None) -> np.ndarray:
+    """Any grey / BGR / BGRA frame (cv2's channel order) to contiguous 8-bit grey.
 
-    uint16 keeps its top 8 bits' worth of range (value / 257); float frames in [0, 1] are scaled
-    by 255, float frames with a larger range are taken as 0..255 and clipped.
+    Integer frames are scaled by their bit depth, by the same rule in training and at run time:
+
+    - uint8 is taken as it is;
+    - any other integer type maps [0, 2**bits - 1] onto [0, 255] (rounded to nearest), where
+      ``bits`` is the depth the source declares (a DICOM file's BitsStored) or, when it declares
+      none, the bit length of the frame's own maximum, at least 8. A 12-bit frame thus keeps its
+      range (its 4096 levels become 256 grey levels), a full-range uint16 frame is value / 257,
+      and a wider frame that only holds 0..255 is taken as 8-bit. Values above a declared depth
+      saturate at 255;
+    - negative values (signed frames) raise FrameError: grey levels are never negative, and an
+      offset would be a guess;
+    - bool frames become 0 / 255.
+
+    Float frames in [0, 1] are scaled by 255; float frames with a larger range are taken as 0..255
+    and clipped.
     """
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"frame must be a numpy array, got {type(frame).__name__}")
@@ -46,22 +59,38 @@ def to_grey8(frame: Any) -> np.ndarray:
         raise FrameError(f"frame shape {frame.shape}: frame is empty or too small")
     if frame.dtype == np.uint8:
         grey = frame
-    elif frame.dtype == np.uint16:
-        grey = (frame.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif frame.dtype == np.bool_:
+        grey = frame.view(np.uint8) * np.uint8(255)
+    elif frame.dtype.kind in "iu":
+        grey = _integer_to_grey8(frame, bits)
     elif frame.dtype.kind == "f":
         if not np.isfinite(frame).all():
             raise FrameError("frame has NaN or infinite values")
         top = float(frame.max()) if frame.size else 0.0
         scale = 255.0 if top <= 1.0 else 1.0
         grey = np.clip(frame.astype(np.float32) * scale + 0.5, 0, 255).astype(np.uint8)
-    elif frame.dtype == np.bool_ or frame.dtype.kind in "iu":
-        grey = np.clip(frame, 0, 255).astype(np.uint8)
     else:
-        raise FrameError(f"frame dtype {frame.dtype} is not supported (uint8, uint16 or float)")
+        raise FrameError(f"frame dtype {frame.dtype} is not supported (integer, bool or float)")
     if grey.ndim == 3:
         code = cv2.COLOR_BGRA2GRAY if grey.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         grey = cv2.cvtColor(np.ascontiguousarray(grey), code)
     return np.ascontiguousarray(grey)
+
+
+def _integer_to_grey8(frame: np.ndarray, bits: int | None) -> np.ndarray:
+    """to_grey8's bit-depth rule for integer frames other than uint8."""
+    if bits is not None and (not isinstance(bits, (int, np.integer)) or isinstance(bits, bool)
+                             or not 1 <= bits <= 64):
+        raise FrameError(f"frame bit depth {bits!r} must be an integer in [1, 64]")
+    lo, hi = int(frame.min()), int(frame.max())
+    if lo < 0:
+        raise FrameError(f"frame has negative values (minimum {lo}); grey levels must be >= 0")
+    depth = int(bits) if bits is not None else max(8, hi.bit_length())
+    top = (1 << depth) - 1
+    if hi > top:  # only with a declared depth; top then fits the frame's dtype
+        frame = np.minimum(frame, frame.dtype.type(top))
+    # Rounded in float64: exact up to 32 bits (2**depth - 1 is odd, so no value falls on a tie).
+    return (frame.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
 
 
 def enhance(grey: np.ndarray, recipe: Recipe) -> np.ndarray:

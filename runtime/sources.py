@@ -12,10 +12,9 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
+from . import imageio
 from .errors import UssegError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-DICOM_SUFFIXES = (".dcm", ".dicom")
+from .imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageError
 
 
 class InputError(UssegError, ValueError):
@@ -35,13 +34,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None or image.size == 0:
-        raise InputError(f"{path}: not a readable image")
-    return image
+    """One image file in cv2's channel order (``usseg.runtime.imageio``); InputError names it."""
+    try:
+        return imageio.read_image(path)
+    except ImageError as exc:
+        raise InputError(str(exc)) from None
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -52,20 +49,11 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def read_dicom(path: Path) -> np.ndarray:
-    """[N, H, W(, C)] frames of a DICOM file (a cine has several)."""
+    """[N, H, W(, C)] frames of a DICOM file (a cine has several); see ``usseg.runtime.imageio``."""
     try:
-        import pydicom
-    except ImportError:
-        raise InputError(f"{path}: DICOM needs pydicom (pip install 'usseg[dicom]')") from None
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        ds = pydicom.dcmread(str(path))
-        pixels = np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    return pixels if frames > 1 else pixels[None]
+        return imageio.read_dicom(path)
+    except ImageError as exc:
+        raise InputError(str(exc)) from None
 
 
 # -- streams ----------------------------------------------------------------------------------------
