@@ -71,7 +71,7 @@ def test_ddp_run_learns_and_only_rank0_speaks(ddp_run):
     assert metrics["final"]["processes"] == 2
     for name in ("best.pt", "last.pt", "config.json", "metrics.json", "tb"):
         assert (run / name).exists()
-    assert log.count("usseg.train.loop: training tiny") == 1           # one rank logs progress
+    assert log.count("training tiny UNet") == 1                        # one rank logs progress
     assert "cpu x 2 processes (gloo)" in log and "4 per step" in log  # effective batch stated
     assert "SyncBatchNorm needs GPUs" in log                            # plain BN on CPU, said so
     assert "rank 1" not in log                                          # the other rank is quiet

@@ -14,7 +14,7 @@ from usseg.train.augment import Augmenter, offline_copies
 from usseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from usseg.train.config import PROFILES, TrainConfig, resolve_config
 from usseg.train.dataset import SegDataset, load_frames, split_ids
-from usseg.train.losses import HausdorffDT, SegLoss, hausdorff_weight, target_fields
+from usseg.train.losses import HausdorffDT, SegLoss, hausdorff_weight, hd_scale, target_fields
 from usseg.train.maskfolder import open_mask_folder, write_classes, write_item, write_split
 from usseg.train.train_cli import main
 
@@ -114,8 +114,29 @@ def test_hd_term_not_computed_at_zero_weight(monkeypatch):
 
 def test_blended_loss_mixes_both_terms():
     logits, labels = _logits_and_labels()
-    loss, parts = SegLoss()(logits, labels, 0.25)
+    loss, parts = SegLoss(hd_cap=1e9)(logits, labels, 0.25)  # cap out of reach: the plain blend
+    assert parts["hd_scale"] == 1.0
     assert float(loss.detach()) == pytest.approx(0.75 * parts["dicece"] + 0.25 * parts["hd"], rel=1e-5)
+
+
+def test_boundary_term_is_capped_relative_to_dicece():
+    logits, labels = _logits_and_labels()
+    loss, parts = SegLoss(hd_cap=0.5)(logits, labels, 0.25)
+    assert parts["hd"] > 0.5 * parts["dicece"]  # here the raw HD term would dominate...
+    # ...so it enters at 0.5 x DiceCE: loss = 0.75 DiceCE + 0.25 x 0.5 DiceCE
+    assert float(loss.detach()) == pytest.approx((0.75 + 0.25 * 0.5) * parts["dicece"], rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dicece, hd, cap, expected", [
+    (0.4, 0.1, 0.5, 1.0),     # HD below the cap: unchanged
+    (0.4, 4.0, 0.5, 0.05),    # 0.5 x 0.4 / 4.0
+    (0.4, 0.0, 0.5, 1.0),     # nothing to scale
+    (0.4, float("nan"), 0.5, 0.0),  # a broken HD value is dropped, not propagated
+])
+def test_hd_scale(dicece, hd, cap, expected):
+    assert hd_scale(dicece, hd, cap) == pytest.approx(expected)
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -228,7 +249,7 @@ def test_tiny_run_learns_and_checkpoint_reloads_identically(folder_dir, tmp_path
 
 
 def test_resume_matches_an_uninterrupted_run(folder_dir, tmp_path, monkeypatch):
-    cfg = tiny(epochs=4, hd_start=0.25, hd_end=0.5)  # augmentation on, HD from epoch 1
+    cfg = tiny(epochs=4, hd_start=0.25, hd_end=0.5, hd_max=0.2)  # augmentation on, HD from epoch 1
     whole = loop.train(cfg, folder_dir, tmp_path / "whole", progress=False)
     real_epoch, calls = loop.train_epoch, []
 

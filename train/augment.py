@@ -1,4 +1,5 @@
-"""The seed's training augmentation (albumentations 2.x), applied to preprocessed frames.
+"""Training augmentation (albumentations 2.x) on preprocessed frames: the seed's four spatial
+transforms by default, with strengths and optional intensity changes set by ``AugmentParams``.
 
 Image and mask move together; masks use nearest-neighbour interpolation and fill 0 (background),
 images fill 0 like the letterbox padding. ``augment`` is a pure function of (image, mask, key):
@@ -8,32 +9,85 @@ resumed run draws what the uninterrupted one would have drawn.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
 import albumentations as A
 import cv2
 import numpy as np
 
-# The seed's transforms and probabilities (FACTS.md; ShiftScaleRotate became Affine in 2.x).
-FLIP_P = 0.5
-AFFINE_P = 0.4
-ELASTIC_P = 0.3
-GRID_P = 0.3
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Strengths of the training augmentation; the defaults are the seed's four transforms
+    (FACTS.md; ShiftScaleRotate became Affine in 2.x) and no intensity change.
+
+    Probabilities are per frame; ``brightness`` and ``contrast`` are albumentations limits
+    (+-fraction of the grey range), ``gamma`` a +-fraction around 1.
+    """
+
+    flip: float = 0.5          # horizontal flip
+    affine: float = 0.4        # shift, scale and rotate together
+    shift: float = 0.05        # +- fraction of the size
+    scale: float = 0.1         # +- fraction
+    rotate: float = 10.0       # +- degrees
+    elastic: float = 0.3
+    grid: float = 0.3
+    intensity: float = 0.0     # probability of a brightness / contrast change
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma: float = 0.0         # probability-weighted with ``intensity``: gamma in [1 - g, 1 + g]
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                # ValueError like every other configuration error (the CLI reports those)
+                raise ValueError(f"augmentation field '{f.name}': expected a number, got {value!r}")  # noqa: TRY004
+            object.__setattr__(self, f.name, float(value))
+        for name in ("flip", "affine", "elastic", "grid", "intensity"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augmentation field '{name}': {getattr(self, name)} must be a probability in [0, 1]")
+        for name, top in (("shift", 0.5), ("scale", 0.9), ("rotate", 180.0), ("brightness", 1.0),
+                          ("contrast", 1.0), ("gamma", 0.9)):
+            if not 0 <= getattr(self, name) <= top:
+                raise ValueError(f"augmentation field '{name}': {getattr(self, name)} must be in [0, {top}]")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"train config field 'augmentation': unknown field(s) {unknown}; "
+                             f"valid fields are {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
 
 
-def build_pipeline() -> A.Compose:
-    """HorizontalFlip, Affine (shift 5 %, scale 10 %, rotate 10 deg), elastic, grid distortion."""
+def build_pipeline(params: AugmentParams | None = None) -> A.Compose:
+    """HorizontalFlip, Affine, elastic, grid distortion, then (when asked) brightness, contrast, gamma."""
+    a = params or AugmentParams()
     nearest, constant = cv2.INTER_NEAREST, cv2.BORDER_CONSTANT
-    return A.Compose([
-        A.HorizontalFlip(p=FLIP_P),
-        A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), rotate=(-10, 10),
-                 interpolation=cv2.INTER_LINEAR, mask_interpolation=nearest,
-                 border_mode=constant, fill=0, fill_mask=0, p=AFFINE_P),
+    steps = [
+        A.HorizontalFlip(p=a.flip),
+        A.Affine(translate_percent=(-a.shift, a.shift), scale=(1 - a.scale, 1 + a.scale),
+                 rotate=(-a.rotate, a.rotate), interpolation=cv2.INTER_LINEAR, mask_interpolation=nearest,
+                 border_mode=constant, fill=0, fill_mask=0, p=a.affine),
         A.ElasticTransform(alpha=1, sigma=50, interpolation=cv2.INTER_LINEAR,
                            mask_interpolation=nearest, border_mode=constant, fill=0, fill_mask=0,
-                           p=ELASTIC_P),
+                           p=a.elastic),
         A.GridDistortion(num_steps=5, distort_limit=(-0.1, 0.1), interpolation=cv2.INTER_LINEAR,
                          mask_interpolation=nearest, border_mode=constant, fill=0, fill_mask=0,
-                         p=GRID_P),
-    ], mask_interpolation=nearest, seed=0)
+                         p=a.grid),
+    ]
+    if a.intensity > 0 and (a.brightness > 0 or a.contrast > 0):
+        steps.append(A.RandomBrightnessContrast(brightness_limit=(-a.brightness, a.brightness),
+                                                contrast_limit=(-a.contrast, a.contrast), p=a.intensity))
+    if a.intensity > 0 and a.gamma > 0:
+        steps.append(A.RandomGamma(gamma_limit=(100 * (1 - a.gamma), 100 * (1 + a.gamma)), p=a.intensity))
+    return A.Compose(steps, mask_interpolation=nearest, seed=0)
 
 
 ONLINE, OFFLINE = 0, 1  # key streams: (epoch, frame) draws and (copy, frame) draws
@@ -54,16 +108,22 @@ class Augmenter:
         (image, mask) of the same shapes and dtypes.
     """
 
-    def __init__(self) -> None:
-        self.pipeline = build_pipeline()
+    def __init__(self, params: AugmentParams | None = None) -> None:
+        self.params = params or AugmentParams()
+        self.pipeline = build_pipeline(self.params)
+        self.clip = self.params.intensity > 0
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, key: int) -> tuple[np.ndarray, np.ndarray]:
         self.pipeline.set_random_seed(key)
         out = self.pipeline(image=image, mask=mask)
-        return np.ascontiguousarray(out["image"], np.float32), np.ascontiguousarray(out["mask"], np.uint8)
+        image = np.ascontiguousarray(out["image"], np.float32)
+        if self.clip:  # brightness and contrast may leave the preprocessed [0, 1] range
+            np.clip(image, 0.0, 1.0, out=image)
+        return image, np.ascontiguousarray(out["mask"], np.uint8)
 
 
-def offline_copies(images: np.ndarray, masks: np.ndarray, copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def offline_copies(images: np.ndarray, masks: np.ndarray, copies: int, seed: int,
+                   params: AugmentParams | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The seed's offline augmentation: the frames plus ``copies`` fixed augmented copies of each.
 
     Args:
@@ -71,7 +131,7 @@ def offline_copies(images: np.ndarray, masks: np.ndarray, copies: int, seed: int
     Returns:
         arrays of N * (copies + 1) frames, originals first.
     """
-    aug = Augmenter()
+    aug = Augmenter(params)
     out_images, out_masks = [images], [masks]
     for copy in range(copies):
         pairs = [aug(images[i], masks[i], sample_key(seed, OFFLINE, copy, i)) for i in range(len(images))]

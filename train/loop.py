@@ -8,6 +8,12 @@
 
 Epochs are counted from 0 in files (checkpoint "epoch", history) and from 1 in messages.
 
+With a time budget (budget.py) the network and the epochs are fitted to this machine before the
+first epoch, and the run is shortened while it trains if the machine gets slower. The boundary
+loss, when a configuration turns it on, is guarded: if the mean val Dice falls more than
+``hd_guard`` below its best from before the boundary term came in, the term is switched off for
+the rest of the run and the weights go back to best.pt (logged, and kept in the checkpoint).
+
 Under torchrun (see distributed.py) every process trains its share of each epoch through
 DistributedDataParallel and validates its share of the val batches; the figures are combined
 over all processes, so history and early stopping are the same on every rank. Only rank 0 writes
@@ -21,6 +27,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usseg.runtime.contract import Contract, InputSpec, default_postprocess
+from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
+from .budget import RESERVE, Clock, choose_network, size_run, time_steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -50,12 +59,14 @@ from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
 from .metrics import DiceAccumulator, by_class, json_number, mean_dice
 from .model import build_model
+from .schedule import EpochSchedule
 
 log = logging.getLogger(__name__)
 
 # Fields that --resume accepts changed (each is logged); a new ``epochs`` reshapes the HD-weight
 # and learning-rate schedules from the resumed epoch on. Any other change is an error.
 RESUMABLE_CHANGES = ("epochs", "patience", "val_every", "num_workers", "device")
+OLD_TMP_SUFFIX = ".tmp.pt"  # temporaries of checkpoints written before names carried TMP_MARK
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,15 +77,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
-    """Per-epoch learning-rate schedule, or None for a constant rate."""
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if name == "poly":
-        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
-    return None
 
 
 def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, device, amp: bool) -> float:
@@ -182,15 +184,57 @@ class Trainer:
         self.classes = self.folder.classes
         self.fingerprint = self.folder.fingerprint()
         self._load_data()
+        self._build()
+        self.epoch, self.best_score, self.best_dice = -1, float("nan"), {}
+        self.history: list[dict[str, Any]] = []
+        self.hd_off: int | None = None  # the epoch after which the guard switched the boundary term off
+        self.clock = Clock(math.inf)
+
+    def _build(self) -> None:
+        """Model, optimiser, schedule and loss for ``self.cfg`` (the data is kept)."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.model = sync_batch_norm(build_model(cfg.model_config(), len(self.classes)), self.comm).to(self.device)
         self.net = self.comm.wrap(self.model)  # what trains; self.model is what checkpoints hold
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.epochs)
+        self.scheduler = EpochSchedule(cfg.schedule, self.optimizer, cfg.lr, cfg.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        self.loss_fn = SegLoss()
-        self.epoch, self.best_score, self.best_dice = -1, float("nan"), {}
-        self.history: list[dict[str, Any]] = []
+        self.loss_fn = SegLoss(cfg.hd_cap)
+
+    def set_epochs(self, epochs: int) -> None:
+        """Plan the run to ``epochs`` from here on (the schedule follows)."""
+        self.cfg = replace(self.cfg, epochs=epochs)
+        self.scheduler.epochs = epochs
+
+    def fit_budget(self, seconds: float, candidates: list[dict[str, Any]] | None = None) -> dict[str, str]:
+        """Fit the network (widest of ``candidates`` that fits, narrowest first; model_overrides
+        dicts) and the epochs, validation interval and patience to ``seconds``; returns the reasons."""
+        cfg, reasons = self.cfg, {}
+        steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        val_batches = math.ceil(len(self.val_set) / cfg.batch_size)
+        options = candidates or [cfg.model_overrides]
+
+        def timer(overrides: dict[str, Any]):
+            mcfg = replace(cfg, model_overrides=overrides).model_config()
+            timing = time_steps(build_model(mcfg, len(self.classes)), self.train_set, self.val_set, self.loss_fn,
+                                cfg.batch_size, cfg.lr, self.device)
+            log.info("timed %s: %.3f s per training step of %d frames", _describe(mcfg), timing.step_s, cfg.batch_size)
+            return timing
+
+        index, timings = choose_network(options, timer, seconds, steps_per_epoch)
+        size = size_run(seconds, timings[index], steps_per_epoch, val_batches)
+        self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
+                           patience=size.patience)
+        if len(options) > 1:
+            reasons["model_overrides"] = (
+                f"{_describe(self.cfg.model_config())}: the widest of {len(options)} candidates timed on this machine "
+                f"that reaches {size.steps} optimiser steps ({timings[index].step_s:.3f} s each) in the budget")
+        reasons["epochs"] = (f"{size.epochs} epochs of {steps_per_epoch} steps at {timings[index].step_s:.3f} s per "
+                             f"step fill {seconds / 60:.1f} min with validation (estimate {size.seconds / 60:.1f} min)")
+        reasons["val_every"] = f"every {size.val_every} epochs: about 20 validations in the run"
+        reasons["patience"] = f"stop after {size.patience} validations without a better mean val Dice (30 %)"
+        self._build()
+        return reasons
 
     def _load_data(self) -> None:
         cfg, mcfg = self.cfg, self.cfg.model_config()
@@ -199,10 +243,11 @@ class Trainer:
                   for s in ("train", "val")}
         train = frames["train"]
         if cfg.offline_copies:
-            images, masks = offline_copies(train.images, train.masks, cfg.offline_copies, cfg.seed)
+            images, masks = offline_copies(train.images, train.masks, cfg.offline_copies, cfg.seed,
+                                           cfg.augment_params())
             train = Frames(train.ids * (cfg.offline_copies + 1), images, masks)
             log.info("offline augmentation: %d train frames (%d copies each)", len(train), cfg.offline_copies)
-        online = Augmenter() if cfg.augment and not cfg.offline_copies else None
+        online = Augmenter(cfg.augment_params()) if cfg.augment and not cfg.offline_copies else None
         n = len(self.classes)
         self.train_set = SegDataset(train, n, online, cfg.seed)
         self.val_set = SegDataset(frames["val"], n)
@@ -225,12 +270,7 @@ class Trainer:
         if state.get("data_fingerprint") not in (None, self.fingerprint):
             raise DataError(f"{path}: trained on data {state['data_fingerprint']}, not {self.fingerprint}")
         self.model.load_state_dict(state["model_state_dict"])
-        self.optimizer.load_state_dict(state["optimizer_state_dict"])
-        if self.scheduler is not None and state.get("scheduler_state_dict") is not None:
-            self.scheduler.load_state_dict(state["scheduler_state_dict"])
-            for attr in ("T_max", "total_iters"):  # --epochs may have changed
-                if hasattr(self.scheduler, attr):
-                    setattr(self.scheduler, attr, self.cfg.epochs)
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])  # the rate is set per epoch
         if state.get("scaler_state_dict"):
             self.scaler.load_state_dict(state["scaler_state_dict"])
         if state.get("rng_state") is not None:
@@ -238,6 +278,7 @@ class Trainer:
         self.epoch, self.best_score = int(state["epoch"]), float(state["best_val_score"])
         self.best_dice = dict(state.get("best_val_dice", {}))
         self.history = list(state.get("history", []))
+        self.hd_off = state.get("hd_switched_off")
         log.info("resuming %s after epoch %d (best mean val Dice %.4f)", path, self.epoch + 1, self.best_score)
 
     def state(self, val_dice: dict[str, float | None], mean: float) -> dict[str, Any]:
@@ -249,7 +290,7 @@ class Trainer:
             "epoch": self.epoch,
             "model_state_dict": self.model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
-            "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scheduler_state_dict": self.scheduler.state_dict(),
             "scaler_state_dict": self.scaler.state_dict() if self.amp else None,
             "best_val_score": self.best_score,
             "best_val_dice": self.best_dice,
@@ -259,26 +300,25 @@ class Trainer:
             "data_fingerprint": self.fingerprint,
             "val_dice": val_dice,
             "history": self.history,
+            "hd_switched_off": self.hd_off,
             "rng_state": torch.get_rng_state(),
         }
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch, validate when due; returns the epoch's history entry."""
         cfg = self.cfg
-        hw = hausdorff_weight(epoch, cfg.epochs, cfg.hd_start, cfg.hd_end, cfg.hd_max)
+        hw = 0.0 if self.hd_off is not None else hausdorff_weight(epoch, cfg.epochs, cfg.hd_start, cfg.hd_end, cfg.hd_max)
         comm = self.comm
         self.train_set.set_epoch(epoch, fields=hw > 0)
         loader = make_loader(self.train_set, cfg.batch_size, True, cfg.seed, epoch, cfg.num_workers,
                              comm.rank, comm.world_size)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.scheduler.apply(epoch)
         start = time.perf_counter()
         loss = train_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp)
         seconds = time.perf_counter() - start
         if comm.active:  # the mean over all ranks' frames (DistributedSampler's repeats included)
             total, frames = comm.sum(loss * len(loader.sampler), len(loader.sampler))
             loss = total / max(frames, 1)
-        if self.scheduler is not None:
-            self.scheduler.step()
         self.epoch = epoch
         entry = {"epoch": epoch, "train_loss": loss, "hd_weight": hw, "lr": lr, "seconds": round(seconds, 3),
                  "frames_per_s": round(len(self.train_set) / seconds, 2)}
@@ -334,30 +374,82 @@ class Trainer:
             write_json(self.out / "config.json", cfg.to_dict())
             writer = SummaryWriter(str(self.out / "tb"), purge_step=first or None)
         log.info("training %s (%d parameters) on %s: %d train / %d val frames, epochs %d-%d",
-                 cfg.model_config().name, sum(p.numel() for p in self.model.parameters()), comm.describe(),
+                 _describe(cfg.model_config()), sum(p.numel() for p in self.model.parameters()), comm.describe(),
                  len(self.train_set), len(self.val_set), first + 1, cfg.epochs)
         if comm.active:
             log.info("batch size %d per process, %d per step (%d processes); learning rate %g as configured",
                      cfg.batch_size, cfg.batch_size * comm.world_size, comm.world_size, cfg.lr)
         started, stopped_early = time.perf_counter(), False
-        bar = tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, unit="epoch", desc="train",
-                   disable=not self.progress, dynamic_ncols=True)
+        self.clock.start(first)
+        bar = tqdm(initial=first, total=cfg.epochs, unit="epoch", desc="train", disable=not self.progress,
+                   dynamic_ncols=True)
+        epoch = first
         with logging_redirect_tqdm():
-            for epoch in bar:
+            while epoch < self.cfg.epochs:
+                self._fit_deadline(epoch)
+                bar.total = self.cfg.epochs
                 entry = self.run_epoch(epoch)
                 self.record(entry, writer)
+                bar.update(1)
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}", best=f"{self.best_score:.4f}")
                 if "val_dice" in entry:
                     self.write_metrics()
-                    log.info("epoch %d: train loss %.4f, val loss %.4f, val Dice %s, mean %s", epoch + 1,
-                             entry["train_loss"], entry["val_loss"], _fmt(entry["val_dice"]), _fmt(entry["mean_val_dice"]))
-                if cfg.patience and stale_validations(self.history) >= cfg.patience:
-                    log.info("early stop after epoch %d: no better mean val Dice in %d validations", epoch + 1, cfg.patience)
+                    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %s, mean %s; %s", epoch + 1,
+                             self.cfg.epochs, entry["train_loss"], entry["val_loss"], _fmt(entry["val_dice"]),
+                             _fmt(entry["mean_val_dice"]), self._progress(epoch))
+                    self._guard_boundary_loss(entry)
+                if self.cfg.patience and stale_validations(self.history) >= self.cfg.patience:
+                    log.info("early stop after epoch %d: no better mean val Dice in %d validations", epoch + 1,
+                             self.cfg.patience)
                     stopped_early = True
                     break
+                epoch += 1
+        bar.close()
         if writer is not None:
             writer.close()
         return self.summary(first, time.perf_counter() - started, stopped_early)
+
+    def _fit_deadline(self, epoch: int) -> None:
+        """Shorten the run when the epochs left no longer fit before the budget's deadline."""
+        fits = self.clock.fit_epochs(epoch, self.cfg.epochs)
+        if fits < self.cfg.epochs:
+            log.warning("the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end "
+                        "within the budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
+            self.set_epochs(fits)
+            if self.comm.is_main:
+                write_json(self.out / "config.json", self.cfg.to_dict())
+
+    def _progress(self, epoch: int) -> str:
+        """'best 0.63 at 35; 9.1 s/epoch, ends about 10:42:10 (in 7.3 min)'."""
+        best = best_entry(self.history)
+        text = f"best {_fmt(self.best_score)} at epoch {best['epoch'] + 1}" if best else "no best yet"
+        end = self.clock.end_estimate(epoch, self.cfg.epochs)
+        per_epoch = self.clock.seconds_per_epoch(epoch + 1)
+        if end is not None and per_epoch is not None:
+            left = end - time.monotonic()
+            text += (f"; {per_epoch:.1f} s/epoch, ends about "
+                     f"{time.strftime('%H:%M:%S', time.localtime(time.time() + left))} (in {left / 60:.1f} min)")
+        return text
+
+    def _guard_boundary_loss(self, entry: dict[str, Any]) -> None:
+        """Switch the boundary term off, and go back to best.pt, when it costs more than hd_guard."""
+        if self.hd_off is not None or entry["hd_weight"] <= 0:
+            return
+        before = [h["mean_val_dice"] for h in self.history
+                  if "val_dice" in h and h["hd_weight"] == 0 and h["mean_val_dice"] is not None]
+        now = entry["mean_val_dice"]
+        if not before or now is None or now >= max(before) - self.cfg.hd_guard:
+            return
+        self.hd_off = entry["epoch"]
+        entry["hd_switched_off"] = True
+        log.warning("boundary loss switched off after epoch %d: mean val Dice fell to %.4f from %.4f before it "
+                    "came in (more than hd_guard %.2f); training goes on with DiceCE from best.pt (epoch %d)",
+                    entry["epoch"] + 1, now, max(before), self.cfg.hd_guard, best_entry(self.history)["epoch"] + 1)
+        best = self.comm.from_main(lambda: load_checkpoint(self.out / "best.pt"))
+        self.model.load_state_dict(best["model_state_dict"])
+        self.optimizer.load_state_dict(best["optimizer_state_dict"])
+        if self.comm.is_main:
+            save_checkpoint(self.out / "last.pt", self.state(entry["val_dice"], entry["mean_val_dice"]))
 
     def summary(self, first: int, seconds: float, stopped_early: bool) -> dict[str, Any]:
         best = best_entry(self.history)
@@ -374,6 +466,16 @@ class Trainer:
         return summary
 
 
+def _describe(mcfg: Any) -> str:
+    """'wide UNet 16..256, 2 residual units, 256x256'."""
+    return (f"{mcfg.name} UNet {mcfg.channels[0]}..{mcfg.channels[-1]}, {mcfg.num_res_units} residual units, "
+            f"{mcfg.height}x{mcfg.width}")
+
+
+def _short(value: Any) -> str:
+    return str(value) if not isinstance(value, dict) else ", ".join(f"{k} {v}" for k, v in value.items())
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) + "}"
@@ -381,25 +483,70 @@ def _fmt(value: Any) -> str:
 
 
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True, budget_s: float | None = None,
+          candidates: list[dict[str, Any]] | None = None, started: float | None = None) -> dict[str, Any]:
     """Train on the mask folder ``data_dir`` into ``out_dir``; returns the run's summary.
 
-    Raises DataError for unusable data, a missing last.pt on ``resume``, or an existing run in
-    ``out_dir`` without ``resume`` or ``overwrite``.
+    ``budget_s``: wall-clock seconds for the whole command, counted from ``started`` (monotonic;
+    default now): a new run fits its network (the widest of ``candidates`` that fits, see
+    budget.py) and epochs to what is left after loading the data; any run is shortened when it
+    falls behind. Raises DataError for unusable data, a missing last.pt on ``resume``, or an
+    existing run in ``out_dir`` without ``resume`` or ``overwrite``.
     """
     out = Path(out_dir)
+    started = time.monotonic() if started is None else started
     with session(resolve_device(cfg.device)) as comm:
+        if budget_s is not None and comm.active:
+            raise DataError("a time budget is not supported on many processes; give the epochs instead")
         comm.from_main(lambda: check_run_folder(out, resume, overwrite))
-        started = time.perf_counter()
+        if comm.is_main:
+            clean_temporaries(out)
         trainer = Trainer(cfg, data_dir, out, progress, comm)
         if resume:
             trainer.restore(out / "last.pt")
         elif comm.is_main:
             _clear_run(out)
+        reasons: dict[str, str] = {}
+        if budget_s is not None:
+            deadline = started + budget_s
+            if not resume:
+                left = (deadline - time.monotonic()) * (1 - RESERVE)
+                if left <= 0:
+                    raise DataError(f"the budget of {budget_s / 60:.1f} min was spent loading the data; give more time")
+                reasons = trainer.fit_budget(left, candidates)
+                for key, why in reasons.items():
+                    log.info("budget: %s = %s: %s", key, _short(getattr(trainer.cfg, key)), why)
+            trainer.clock = Clock(deadline)
         summary = trainer.run()
-        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        summary["total_seconds"] = round(time.monotonic() - started, 1)
+        if budget_s is not None:
+            summary["budget"] = {"seconds": round(budget_s, 1), "reasons": reasons,
+                                 "planned_epochs": trainer.cfg.epochs}
         trainer.write_metrics(summary)
     return summary
+
+
+def clean_temporaries(out: Path) -> list[Path]:
+    """Remove what killed writes left in the run folder (a checkpoint write killed mid-way)."""
+    removed = remove_stale_temporaries(out)
+    if out.is_dir():
+        for entry in out.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(OLD_TMP_SUFFIX) and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    for path in removed:
+        log.info("removed %s, left by an interrupted write", path)
+    return removed
+
+
+def resume_hint(out: Path, data_dir: str | Path) -> str:
+    """One line for an interrupted run: where it can go on from."""
+    last = Path(out) / "last.pt"
+    try:
+        epoch = int(load_checkpoint(last)["epoch"]) + 1
+    except DataError:  # no checkpoint yet
+        return f"interrupted before the first checkpoint; nothing to resume in {out}"
+    return f"interrupted; {last} holds epoch {epoch}: resume with  usseg train --data {data_dir} --out {out} --resume"
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:

@@ -1,6 +1,13 @@
 """The seed's loss: DiceCE, with MONAI's Hausdorff distance-transform loss blended in over time.
 
-    loss = (1 - hw) * DiceCE + hw * HausdorffDT,   hw = hausdorff_weight(epoch, epochs)
+    loss = (1 - hw) * DiceCE + hw * c * HausdorffDT,   hw = hausdorff_weight(epoch, epochs)
+    c = min(1, cap * DiceCE / HausdorffDT)             (both values detached: c is a constant)
+
+The boundary term is off by default (``hd_max`` 0). On real frames it made training collapse
+(docs/real-data.md): HausdorffDT grows with the squared distance to the boundary, so on large,
+irregular structures it can be many times the DiceCE term and swamp it. ``c`` caps the boundary
+term at ``cap`` times the DiceCE term, whatever the structures' size; the training loop also
+switches the term off when validation Dice falls (loop.py, ``hd_guard``).
 
 ``HausdorffDT`` computes exactly what ``monai.losses.HausdorffDTLoss(include_background=False,
 to_onehot_y=True, softmax=True)`` computes (alpha 2, mean over pixels, batch and classes), but
@@ -10,6 +17,8 @@ is computed while the weight is 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -83,14 +92,23 @@ class HausdorffDT(torch.nn.Module):
         return ((probs - target) ** 2 * distance).mean()
 
 
-class SegLoss(torch.nn.Module):
-    """(1 - hw) * DiceCE + hw * HausdorffDT; the HD term is skipped entirely while hw is 0.
+def hd_scale(dicece: float, hd: float, cap: float) -> float:
+    """The factor that caps the boundary term at ``cap`` x the DiceCE term (1 when already below)."""
+    if not hd > 0 or not math.isfinite(hd):
+        return 1.0 if hd == 0 else 0.0
+    return min(1.0, cap * dicece / hd)
 
-    forward(logits BxCxHxW, labels Bx1xHxW, hd_weight, fields=None) -> (loss, {"dicece", "hd"}).
+
+class SegLoss(torch.nn.Module):
+    """(1 - hw) * DiceCE + hw * c * HausdorffDT with c = hd_scale(...); the HD term is skipped
+    entirely while hw is 0.
+
+    forward(logits BxCxHxW, labels Bx1xHxW, hd_weight, fields=None) -> (loss, {"dicece", "hd", "hd_scale"}).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hd_cap: float = 0.5) -> None:
         super().__init__()
+        self.hd_cap = hd_cap
         self.dicece = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False,
                                  lambda_dice=0.5, lambda_ce=0.5)
         self.hd = HausdorffDT()
@@ -100,7 +118,8 @@ class SegLoss(torch.nn.Module):
         logits = logits.float()
         dicece = self.dicece(logits, labels)
         if hd_weight <= 0:
-            return dicece, {"dicece": float(dicece.detach()), "hd": float("nan")}
+            return dicece, {"dicece": float(dicece.detach()), "hd": float("nan"), "hd_scale": float("nan")}
         hd = self.hd(logits, labels, fields)
-        loss = (1.0 - hd_weight) * dicece + hd_weight * hd
-        return loss, {"dicece": float(dicece.detach()), "hd": float(hd.detach())}
+        scale = hd_scale(float(dicece.detach()), float(hd.detach()), self.hd_cap)
+        loss = (1.0 - hd_weight) * dicece + (hd_weight * scale) * hd
+        return loss, {"dicece": float(dicece.detach()), "hd": float(hd.detach()), "hd_scale": scale}
