@@ -1,0 +1,487 @@
+"""The engine under the Segmenter: one ONNX Runtime session, opened as planned, checked, bound, warmed up.
+
+``Backend(path, device, describe=...)`` tries the plans of :func:`usseg.runtime.providers.candidate_plans`
+in order. For each it opens the session (the one session factory, :func:`open_session`, with ORT's
+own silent provider fallback switched off), checks that the active providers and their options are
+the planned ones (a silent rebuild without our options is caught here), binds preallocated buffers
+through IO binding and warms up -- with a CUDA graph, until the graph has been captured and a replay
+has been checked against regular runs. Any provider failure on the way moves on to the next plan and
+is reported; a bad model raises ModelError and an exhausted device OutOfMemoryError, at once.
+
+Buffers: the host side of the input and output is page-locked (``cudaHostRegister``) where CUDA's
+runtime library can be loaded, so the copies are direct DMA; the device side is one OrtValue each,
+bound once, whose addresses a captured graph keeps. The device-to-host copy goes into the host
+buffer without a new array per frame where this ONNX Runtime can (``copy_tensors``), which warm-up
+checks against ``OrtValue.numpy()``.
+
+Threads: ONNX Runtime keeps a CUDA graph per thread (cuda_execution_provider.h: the graph lives in
+the PerThreadContext, captured on the third run of that thread). A backend with a CUDA graph owns
+one worker thread and runs every session call -- warm-up, capture, frames, and whatever the caller
+passes to :meth:`Backend.call` (fused preprocessing kernels) -- on it, whichever thread calls: the
+stream's worker or the application's. Without a CUDA graph, calls run on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .providers import (
+    CPU,
+    CUDA,
+    TRT,
+    ModelError,
+    ModelFacts,
+    OutOfMemoryError,
+    Plan,
+    ProviderError,
+    candidate_plans,
+    failure_kind,
+    first_line,
+    parse_device,
+    warn_conflicting_packages,
+    without_graph,
+)
+
+log = logging.getLogger("usseg.runtime")
+
+# Runs before a CUDA graph is known to be captured and replayed: ORT's CUDA EP captures on the
+# third run of a thread (min_num_runs_before_cuda_graph_capture_ = 2), TensorRT's after one;
+# the last two runs are replays, compared with the first two.
+CAPTURE_RUNS = 5
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """The one input and one output the backend binds (batch 1 shapes)."""
+
+    input_name: str
+    input_shape: tuple[int, ...]
+    input_dtype: Any
+    output_name: str
+    output_shape: tuple[int, ...]
+    output_dtype: Any
+
+
+class _Unusable(Exception):
+    """This plan cannot be used; the message says why (the next plan is tried)."""
+
+
+# -- the session factory ------------------------------------------------------------------------------
+def available_providers() -> list[str]:
+    return ort.get_available_providers()
+
+
+def tensorrt_loadable() -> bool:
+    """Whether TensorRT's library can be loaded (ORT lists its provider whenever it was built with it)."""
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "nvinfer_10.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def open_session(model: Path | bytes, plan: Plan, threads: int | None = None,
+                 optimize: bool = True) -> ort.InferenceSession:
+    """The one place sessions are made: the plan's providers, options and session config; ORT's
+    own fallback (a rebuild with default providers and none of our options) switched off."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    for key, value in plan.session_config:
+        options.add_session_config_entry(key, value)
+    for name, opts in plan.providers:
+        if name == TRT and opts.get("trt_engine_cache_path"):
+            Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=[(n, dict(o)) for n, o in plan.providers],
+                                enable_fallback=0)
+
+
+# Options whose silent loss changes what runs; ORT reports them back as "0"/"1" or numbers.
+CHECKED_OPTIONS = ("device_id", "enable_cuda_graph", "use_tf32", "trt_cuda_graph_enable", "trt_fp16_enable")
+
+
+def _flag(value: Any) -> str:
+    text = str(value).strip().lower()
+    return {"true": "1", "false": "0"}.get(text, text)
+
+
+def check_active(session: Any, plan: Plan) -> None:
+    """Raise _Unusable unless the session runs the planned provider first, with the planned options."""
+    active = session.get_providers()
+    if not active or active[0] != plan.expect:
+        raise _Unusable(f"{plan.expect} was planned, but the session runs on {active}")
+    got = session.get_provider_options()
+    for name, planned in plan.providers:
+        if name == CPU or name not in active:
+            continue
+        actual = got.get(name, {})
+        lost = {k: (v, actual[k]) for k, v in planned.items()
+                if k in CHECKED_OPTIONS and k in actual and _flag(actual[k]) != _flag(v)}
+        if lost:
+            changes = ", ".join(f"{k} {a!r} instead of {v!r}" for k, (v, a) in sorted(lost.items()))
+            raise _Unusable(f"{name} started with other options than planned ({changes}): "
+                            f"the session was rebuilt without them")
+
+
+# -- host and device buffers ----------------------------------------------------------------------------
+class _CudaRuntime:
+    """cudaHostRegister / cudaHostUnregister through CUDA's runtime library, if it can be loaded
+    (``onnxruntime.preload_dlls`` loads it from the nvidia pip packages)."""
+
+    NAMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll")
+
+    def __init__(self) -> None:
+        self.lib = None
+        for name in self.NAMES:
+            try:
+                self.lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+
+    def register(self, array: np.ndarray) -> bool:
+        if self.lib is None:
+            return False
+        err = self.lib.cudaHostRegister(ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes),
+                                        ctypes.c_uint(1))  # cudaHostRegisterPortable
+        return err == 0
+
+    def unregister(self, address: int) -> None:
+        if self.lib is not None:
+            self.lib.cudaHostUnregister(ctypes.c_void_p(address))
+
+
+_cudart: _CudaRuntime | None = None
+
+
+def cuda_runtime() -> _CudaRuntime:
+    global _cudart
+    if _cudart is None:
+        _cudart = _CudaRuntime()
+    return _cudart
+
+
+def host_array(shape: tuple[int, ...], dtype: Any, pin: bool) -> tuple[np.ndarray, bool]:
+    """A zeroed C-contiguous host array, page-locked when ``pin`` and CUDA's runtime allows."""
+    if not pin:
+        return np.zeros(shape, dtype), False
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(nbytes + 4096, np.uint8)
+    start = (-raw.ctypes.data) % 4096
+    array = raw[start:start + nbytes].view(dtype).reshape(shape)
+    runtime = cuda_runtime()
+    if not runtime.register(array):
+        return np.zeros(shape, dtype), False
+    weakref.finalize(raw, runtime.unregister, array.ctypes.data)
+    return array, True
+
+
+def device_value(shape: tuple[int, ...], dtype: Any, device_id: int) -> Any:
+    return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", device_id)
+
+
+def _copy_tensors(dev: Any, host: np.ndarray) -> None:
+    ort.copy_tensors([dev], [ort.OrtValue.ortvalue_from_numpy(host)])
+
+
+def _update_inplace(dev: Any, host: np.ndarray) -> None:
+    ort.OrtValue.ortvalue_from_numpy(host).update_inplace(dev)
+
+
+def _copy_numpy(dev: Any, host: np.ndarray) -> None:
+    np.copyto(host, dev.numpy().reshape(host.shape), casting="unsafe")
+
+
+# Tried in this order at warm-up; the last one always works but allocates a host array per call.
+READBACKS: dict[str, Callable[[Any, np.ndarray], None]] = {
+    "copy_tensors": _copy_tensors, "update_inplace": _update_inplace, "numpy": _copy_numpy}
+
+
+class _Bound:
+    """One set of buffers bound to a session: host input/output, and on a GPU their device twins."""
+
+    def __init__(self, session: Any, spec: IOSpec, batch: int, gpu: bool, device_id: int) -> None:
+        in_shape, out_shape = (batch,) + spec.input_shape[1:], (batch,) + spec.output_shape[1:]
+        self.host_in, pin_in = host_array(in_shape, spec.input_dtype, gpu)
+        self.host_out, pin_out = host_array(out_shape, spec.output_dtype, gpu)
+        self.pinned = pin_in and pin_out
+        self.gpu = gpu
+        self.binding = session.io_binding()
+        if gpu:
+            self.dev_in = device_value(in_shape, spec.input_dtype, device_id)
+            self.dev_out = device_value(out_shape, spec.output_dtype, device_id)
+        else:
+            self.dev_in = ort.OrtValue.ortvalue_from_numpy(self.host_in)
+            self.dev_out = ort.OrtValue.ortvalue_from_numpy(self.host_out)
+        self.binding.bind_ortvalue_input(spec.input_name, self.dev_in)
+        self.binding.bind_ortvalue_output(spec.output_name, self.dev_out)
+
+    def run(self, session: Any, copy_input: bool, readback: Callable[[Any, np.ndarray], None]) -> np.ndarray:
+        if self.gpu and copy_input:
+            self.dev_in.update_inplace(self.host_in)
+        session.run_with_iobinding(self.binding)
+        if self.gpu:
+            readback(self.dev_out, self.host_out)
+        return self.host_out
+
+
+# -- the worker thread ----------------------------------------------------------------------------
+class _Worker:
+    """One daemon thread that runs the calls given to it, in order (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="usseg-gpu", daemon=True)
+        self._thread.start()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, box, done = job
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+                box.append((False, exc))
+            done.set()
+
+    def call(self, fn: Callable, *args: Any) -> Any:
+        if threading.get_ident() == self._thread.ident:
+            return fn(*args)
+        box: list = []
+        done = threading.Event()
+        self._jobs.put((fn, args, box, done))
+        done.wait()
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+# -- the backend ------------------------------------------------------------------------------------
+class Backend:
+    """The session of one model on one device; see the module docstring."""
+
+    def __init__(self, model: Path, device: str = "auto", *, describe: Callable[[Any], IOSpec],
+                 facts: ModelFacts | None = None, threads: int | None = None, cuda_graph: bool = True,
+                 cache_dir: str | Path = "", fp16: bool | None = None, warmup: bool = True) -> None:
+        self.path, self.request, self._threads = Path(model), parse_device(device), threads
+        self._describe, self._warmup = describe, warmup
+        self._worker: _Worker | None = None
+        self._batch: tuple[Any, dict[int, _Bound]] | None = None
+        self.fallbacks: list[str] = []
+        if self.request.kind != "cpu":
+            warn_conflicting_packages(str(self.request))
+        available = available_providers()
+        trt_ok = tensorrt_loadable() if self.request.kind == "auto" and TRT in available else None
+        plans = candidate_plans(self.request, available, facts or ModelFacts(), cuda_graph=cuda_graph,
+                                cache_dir=cache_dir, fp16=fp16, tensorrt_loadable=trt_ok)
+        for note in plans[0].notes:
+            log.info("provider skipped: %s", note)
+        for plan in plans:
+            try:
+                self._start(plan)
+                break
+            except _Unusable as exc:
+                self.fallbacks.append(f"{plan.describe()}: {exc}")
+                log.info("%s: %s not used: %s", self.path.name, plan.describe(), exc)
+                self._stop_worker()
+        else:
+            raise ProviderError(f"device {str(self.request)!r}: no provider could run {self.path.name}: "
+                                + "; ".join(self.fallbacks))
+        if self.plan.expect == CPU and self.request.kind == "auto" and any(p.on_gpu for p in plans):
+            log.warning("%s runs on the CPU: %s", self.path.name, "; ".join(self.fallbacks))
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _start(self, plan: Plan) -> None:
+        if plan.cuda_graph:
+            self._worker = _Worker()
+        self.plan = plan
+        self._guard(self.call, self._open, plan)
+
+    def _guard(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn``; ORT failures become ModelError, OutOfMemoryError or _Unusable."""
+        try:
+            return fn(*args)
+        except (_Unusable, ModelError, ProviderError, OutOfMemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types; sorted by failure_kind
+            kind = failure_kind(exc)
+            if kind == "oom":
+                raise OutOfMemoryError(f"{self.path}: out of memory on {self.plan.describe()} "
+                                       f"({first_line(exc)})") from None
+            if kind == "model" or not self.plan.on_gpu:
+                raise ModelError(f"{self.path}: ONNX Runtime cannot load this model ({first_line(exc)})") from None
+            raise _Unusable(first_line(exc)) from None
+
+    def _open(self, plan: Plan) -> None:
+        self.session = open_session(self.path, plan, self._threads)
+        check_active(self.session, plan)
+        self.spec = self._describe(self.session)
+        self.provider = self.session.get_providers()[0]
+        self.on_gpu = plan.on_gpu
+        self._bound = _Bound(self.session, self.spec, 1, self.on_gpu, plan.device_id)
+        self.readback = "none"
+        self._readback = _copy_numpy
+        self.capture_verified: bool | None = None
+        if self.on_gpu:
+            self._choose_readback()
+        if plan.cuda_graph:
+            self._capture()
+        elif self._warmup:
+            for _ in range(2 if self.on_gpu else 1):
+                self._bound.run(self.session, True, self._readback)
+
+    def _choose_readback(self) -> None:
+        """The first device-to-host copy into the host buffer that this ORT has and that gives
+        what ``OrtValue.numpy()`` gives (one regular run fills the output first)."""
+        bound = self._bound
+        bound.host_in[...] = _pattern(bound.host_in)
+        bound.run(self.session, True, lambda dev, host: None)
+        reference = bound.dev_out.numpy().reshape(bound.host_out.shape)
+        for name, copy in READBACKS.items():
+            try:
+                np.copyto(bound.host_out, reference + 1, casting="unsafe")  # anything but the answer
+                copy(bound.dev_out, bound.host_out)
+            except Exception as exc:  # noqa: BLE001 - this ORT lacks that copy: try the next
+                log.debug("readback %s: %s", name, first_line(exc))
+                continue
+            if np.array_equal(bound.host_out, reference):
+                self.readback, self._readback = name, copy
+                return
+        raise _Unusable("no device-to-host copy of the output gave what OrtValue.numpy() gives")
+
+    def _capture(self) -> None:
+        """Regular runs, the capture, then replays on two inputs, compared with the regular runs."""
+        bound = self._bound
+        patterns = (np.zeros_like(bound.host_in), _pattern(bound.host_in))
+        outputs = []
+        for i in range(CAPTURE_RUNS):
+            bound.host_in[...] = patterns[i % 2]
+            outputs.append(bound.run(self.session, True, self._readback).copy())
+        same = all(_close(outputs[i], outputs[i - 2]) for i in range(2, CAPTURE_RUNS))
+        if not same:
+            raise _Unusable("the replayed CUDA graph gave other outputs than the regular runs")
+        self.capture_verified = True
+        bound.host_in[...] = 0
+
+    # -- per frame ----------------------------------------------------------------------------------
+    def call(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` where the session's calls run (the worker thread with a CUDA graph)."""
+        return self._worker.call(fn, *args) if self._worker is not None else fn(*args)
+
+    @property
+    def cuda_graph(self) -> bool:
+        return self.plan.cuda_graph is not None
+
+    @property
+    def input(self) -> np.ndarray:
+        """The host input buffer (batch 1) that :meth:`run` sends."""
+        return self._bound.host_in
+
+    @property
+    def output(self) -> np.ndarray:
+        return self._bound.host_out
+
+    @property
+    def input_device_ptr(self) -> int | None:
+        """Address of the bound device input (GPU only): fused kernels write the model input there."""
+        return self._bound.dev_in.data_ptr() if self.on_gpu else None
+
+    def run(self, copy_input: bool = True) -> np.ndarray:
+        """Run on the input buffer; returns the host output buffer (reused)."""
+        return self._checked(self.call, self._bound.run, self.session, copy_input, self._readback)
+
+    def _checked(self, fn: Callable, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types; sorted by failure_kind
+            if failure_kind(exc) == "oom":
+                raise OutOfMemoryError(f"{self.path}: out of memory on {self.plan.describe()} "
+                                       f"({first_line(exc)})") from None
+            raise ProviderError(f"{self.path}: inference failed on {self.plan.describe()} "
+                                f"({first_line(exc)})") from None
+
+    # -- several frames in one call ---------------------------------------------------------------
+    def batch_buffers(self, n: int) -> _Bound:
+        """Buffers for ``n`` frames on a second session without CUDA graphs (a captured graph replays
+        one shape), made once per size; TensorRT's place is taken by CUDA there, which needs no
+        engine per batch size."""
+        if self._batch is None:
+            plan = without_graph(self.plan)
+            if TRT in plan.names and CUDA in plan.names:
+                plan = Plan(plan.device, tuple(p for p in plan.providers if p[0] != TRT), None, plan.cpu_nodes,
+                            CUDA, plan.session_config, plan.notes)
+            session = self._checked(self.call, open_session, self.path, plan, self._threads)
+            self._batch = (session, {})
+        session, bound = self._batch
+        if n not in bound:
+            if len(bound) >= 2:
+                bound.pop(next(iter(bound)))
+            bound[n] = self._checked(self.call, _Bound, session, self.spec, n, self.on_gpu, self.plan.device_id)
+        return bound[n]
+
+    def run_batch(self, buffers: _Bound, copy_input: bool = True) -> np.ndarray:
+        session = self._batch[0]
+        return self._checked(self.call, buffers.run, session, copy_input, self._readback)
+
+    # -- report and close ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"device": str(self.request), "provider": self.provider, "providers": self.session.get_providers(),
+                "device_id": self.plan.device_id if self.on_gpu else None, "cuda_graph": self.cuda_graph,
+                "capture_verified": self.capture_verified, "pinned_host_buffers": self._bound.pinned,
+                "readback": self.readback, "fallbacks": list(self.fallbacks)}
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def close(self) -> None:
+        self._stop_worker()
+
+    def __del__(self) -> None:
+        try:
+            self._stop_worker()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+def _pattern(like: np.ndarray) -> np.ndarray:
+    """A deterministic non-constant input of the buffer's shape and dtype (a ramp and stripes)."""
+    h, w = like.shape[-2:]
+    ramp = (np.add.outer(np.arange(h) * 3, np.arange(w) * 5) % 256).astype(np.float64)
+    ramp[:, ::7] = 255.0
+    values = ramp if like.dtype == np.uint8 else ramp / 255.0
+    return np.broadcast_to(values, like.shape).astype(like.dtype)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "iub":
+        return bool(np.array_equal(a, b))
+    return bool(np.allclose(a, b, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(b).max(initial=0.0)))))

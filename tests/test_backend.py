@@ -1,0 +1,310 @@
+"""The backend (session factory, provider check, IO binding, buffers, capture, thread) and the
+Segmenter's engine-facing features: on the CPU for real, and on CUDA/TensorRT through the
+stand-in of tests/onnx_tiny.py. Tests marked gpu run the same checks on a real CUDA device."""
+
+import sys
+import threading
+import types
+from typing import ClassVar
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx_tiny import FakeGpu, cuda_device_present, tiny_model
+
+from usseg.runtime import backend
+from usseg.runtime.errors import UsageError
+from usseg.runtime.preprocess import preprocess
+from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, Plan, ProviderError
+from usseg.runtime.segmenter import Segmenter
+
+GPU_BOTH = (TRT, CUDA, CPU)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "logits": tiny_model(root / "logits.onnx"),
+        "labels": tiny_model(root / "labels.onnx", output="labels"),
+        "fp16": tiny_model(root / "fp16.onnx", precision="fp16"),
+        "graph": tiny_model(root / "graph.onnx", frame=(24, 32), output="labels"),
+        "dynamic": tiny_model(root / "dynamic.onnx", batch=None),
+        "asym": tiny_model(root / "asym.onnx", asymmetric=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(3)]
+
+
+def reference_labels(path, frame, flip=False):
+    """The frame through plain ONNX Runtime on the CPU (optionally the mirror-averaged scores)."""
+    from usseg.runtime.labels import argmax_labels
+
+    session = ort.InferenceSession(str(path), providers=[CPU])
+    x = preprocess(frame, Segmenter(path, device="cpu").contract.recipe, 24, 32)[0]
+    scores = session.run(None, {"image": x[None, None]})[0][0]
+    if flip:
+        mx = preprocess(np.ascontiguousarray(frame[:, ::-1]), Segmenter(path, device="cpu").contract.recipe, 24, 32)[0]
+        mirrored = session.run(None, {"image": mx[None, None]})[0][0]
+        scores = 0.5 * (scores + mirrored[..., ::-1])
+    return argmax_labels(np.ascontiguousarray(scores, np.float32), np.zeros((24, 32), np.uint8))
+
+
+# -- the session factory -------------------------------------------------------------------------------
+def test_sessions_are_made_without_onnxruntimes_silent_fallback(models, monkeypatch):
+    # onnxruntime_inference_collection.py: on a ValueError/RuntimeError at creation, InferenceSession
+    # prints "EP Error" and rebuilds with default providers and none of our options unless it is
+    # created with enable_fallback=0.
+    seen = {}
+    real = ort.InferenceSession
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend.ort, "InferenceSession", spy)
+    session = backend.open_session(models["logits"], Plan("cpu", ((CPU, {}),)))
+    assert seen["enable_fallback"] == 0 and session.get_providers() == [CPU]
+
+
+def test_cpu_backend_binds_host_buffers_and_reports_itself(models, frames):
+    seg = Segmenter(models["logits"], device="cpu")
+    assert seg.preprocessing == "host" and not seg.cuda_graph and seg.provider == CPU
+    for frame in frames:
+        np.testing.assert_array_equal(seg(frame).labels, reference_labels(models["logits"], frame))
+    info = seg.model_info()
+    assert info["provider"] == CPU and info["device"] == "cpu" and info["cuda_graph"] is False
+    assert info["classes"] == ["background", "low", "mid", "high"] and info["recipe"]["name"] == "none"
+    assert len(info["sha256"]) == 64 and info["onnxruntime"] == ort.__version__
+    assert "preprocessing=host" in repr(seg)
+
+
+# -- CUDA through the stand-in -------------------------------------------------------------------------
+def test_cuda_graph_is_captured_verified_and_replayed_on_one_thread(models, frames, monkeypatch):
+    gpu = FakeGpu(monkeypatch)
+    seg = Segmenter(models["logits"], device="cuda")
+    assert seg.provider == CUDA and seg.cuda_graph and seg.model_info()["capture_verified"] is True
+    assert len(gpu.captures) == 1
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(r=seg(frames[0])))  # as a stream's worker would
+    worker.start()
+    worker.join()
+    main = seg(frames[1])
+    np.testing.assert_array_equal(results["r"].labels, reference_labels(models["logits"], frames[0]))
+    np.testing.assert_array_equal(main.labels, reference_labels(models["logits"], frames[1]))
+    # Every session call ran on the backend's own thread: one capture, no second one on the caller's thread.
+    assert len(set(gpu.runs)) == 1 and gpu.runs[0] != threading.get_ident() and len(gpu.captures) == 1
+
+
+def test_cuda_graph_refused_falls_back_inside_set_up(models, frames, monkeypatch):
+    FakeGpu(monkeypatch, graph_refused=True)
+    seg = Segmenter(models["logits"], device="cuda")
+    assert seg.provider == CUDA and not seg.cuda_graph
+    assert "cannot use the CUDA Graph feature" in " ".join(seg.model_info()["fallbacks"])
+    np.testing.assert_array_equal(seg(frames[0]).labels, reference_labels(models["logits"], frames[0]))
+
+
+def test_a_replay_that_ignores_new_input_is_caught_before_the_first_frame(models, frames, monkeypatch):
+    FakeGpu(monkeypatch, stale_replay=True)
+    seg = Segmenter(models["logits"], device="cuda")
+    assert not seg.cuda_graph and "replayed CUDA graph" in " ".join(seg.model_info()["fallbacks"])
+    np.testing.assert_array_equal(seg(frames[2]).labels, reference_labels(models["logits"], frames[2]))
+
+
+def test_a_silent_rebuild_without_our_options_is_detected(models, monkeypatch):
+    FakeGpu(monkeypatch, rebuild=True)
+    seg = Segmenter(models["logits"], device="cuda")
+    assert not seg.cuda_graph
+    assert "enable_cuda_graph '0' instead of '1'" in " ".join(seg.model_info()["fallbacks"])
+
+
+@pytest.mark.parametrize("device,expected,fallback_words", [
+    # auto: TensorRT listed but libnvinfer missing (a plain onnxruntime-gpu install) -> CUDA, with a CUDA graph
+    ("auto", CUDA, None),
+    # explicit tensorrt: no quiet change of device; the error says why
+    ("tensorrt", ProviderError, "libnvinfer"),
+])
+def test_tensorrt_without_its_libraries(models, monkeypatch, device, expected, fallback_words):
+    gpu = FakeGpu(monkeypatch, available=GPU_BOTH, trt_missing=True)
+    if expected is ProviderError:
+        with pytest.raises(ProviderError, match=fallback_words):
+            Segmenter(models["logits"], device=device)
+        return
+    seg = Segmenter(models["logits"], device=device)
+    assert seg.provider == expected and seg.cuda_graph
+    assert all(TRT not in p.names for p in gpu.opened)  # skipped before any session: no ORT error banner
+
+
+def test_tensorrt_runs_the_graph_with_its_own_cuda_graph_and_model_precision(models, monkeypatch):
+    gpu = FakeGpu(monkeypatch, available=GPU_BOTH)
+    fp32 = Segmenter(models["logits"], device="tensorrt")
+    assert fp32.provider == TRT and fp32.cuda_graph
+    trt, cuda = gpu.opened[-1].options(TRT), gpu.opened[-1].options(CUDA)
+    assert trt["trt_cuda_graph_enable"] == "1" and cuda["enable_cuda_graph"] == "0"
+    assert trt["trt_fp16_enable"] == "0"  # a verified fp32 model stays fp32
+    Segmenter(models["fp16"], device="tensorrt:1")
+    assert gpu.opened[-1].options(TRT)["trt_fp16_enable"] == "1" and gpu.opened[-1].device_id == 1
+
+
+def test_out_of_memory_is_its_own_error(models, frames, monkeypatch):
+    FakeGpu(monkeypatch, oom_open=True)
+    with pytest.raises(OutOfMemoryError, match="Failed to allocate memory"):
+        Segmenter(models["logits"], device="cuda")
+    monkeypatch.undo()
+    FakeGpu(monkeypatch, oom_run=12)
+    seg = Segmenter(models["logits"], device="cuda")
+    with pytest.raises(OutOfMemoryError, match="CUDA failure 2"):
+        for frame in frames * 5:
+            seg(frame)
+
+
+def test_gpu_buffers_are_page_locked_when_cudart_loads(models, monkeypatch):
+    registered = []
+
+    class FakeCudart(backend._CudaRuntime):
+        def __init__(self):
+            self.lib = types.SimpleNamespace(cudaHostRegister=lambda p, n, f: registered.append((p.value, n.value)) or 0,
+                                             cudaHostUnregister=lambda p: 0)
+
+    FakeGpu(monkeypatch)
+    monkeypatch.setattr(backend, "cuda_runtime", FakeCudart)
+    seg = Segmenter(models["logits"], device="cuda")
+    info = seg.model_info()
+    assert info["pinned_host_buffers"] is True and info["readback"] == "numpy"
+    assert (seg._input.ctypes.data, seg._input.nbytes) in registered and seg._input.ctypes.data % 4096 == 0
+    monkeypatch.setattr(backend, "cuda_runtime", lambda: types.SimpleNamespace(register=lambda a: False))
+    assert Segmenter(models["logits"], device="cuda").model_info()["pinned_host_buffers"] is False
+
+
+def test_multi_frame_mode_uses_a_second_session_without_graph(models, frames, monkeypatch):
+    gpu = FakeGpu(monkeypatch)
+    seg = Segmenter(models["dynamic"], device="cuda")
+    batched = seg.batch(frames)
+    assert gpu.opened[-1].cuda_graph is None and seg.cuda_graph
+    for frame, result in zip(frames, batched):
+        np.testing.assert_array_equal(result.labels, seg(frame).labels)
+
+
+# -- preprocessing paths ---------------------------------------------------------------------------------
+class FakeFusedRecipe:
+    """The fused kernels' interface; writes what the host path writes, at the device address it is given."""
+
+    made: ClassVar[list] = []
+
+    def __init__(self, recipe, frame_hw, input_hw):
+        self.recipe, self.frame_hw, self.input_hw = recipe, frame_hw, input_hw
+        FakeFusedRecipe.made.append(frame_hw)
+
+    @staticmethod
+    def supports(recipe, frame_hw=None, input_hw=None):
+        if recipe.name != "none":
+            return "only the recipe 'none' here"
+        return "frames too small" if frame_hw is not None and frame_hw[0] < 16 else None
+
+    def run(self, frame, out):
+        address = out.__cuda_array_interface__["data"][0]
+        assert out.__cuda_array_interface__["shape"] == self.input_hw
+        x = preprocess(frame, self.recipe, *self.input_hw)[0]
+        view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * x.size).from_address(address))
+        view[:] = x.ravel()
+
+
+@pytest.fixture
+def fused_module(monkeypatch):
+    module = types.ModuleType("usseg.runtime.cuda")
+    module.FusedRecipe = FakeFusedRecipe
+    module.unavailable_reason = lambda: None
+    monkeypatch.setitem(sys.modules, "usseg.runtime.cuda", module)
+    FakeFusedRecipe.made = []
+    return module
+
+
+def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models, frames, monkeypatch, fused_module):
+    FakeGpu(monkeypatch)
+    seg = Segmenter(models["logits"], device="cuda")
+    assert seg.preprocessing == "fused-cuda" and "preprocessing=fused-cuda" in repr(seg)
+    for frame in frames:
+        np.testing.assert_array_equal(seg(frame).labels, reference_labels(models["logits"], frame))
+    assert FakeFusedRecipe.made == [(24, 32)]  # one kernel set per frame size
+    small = frames[0][:12, :16]  # a size the kernels refuse: this frame goes the host path
+    np.testing.assert_array_equal(seg(small).labels, Segmenter(models["logits"], device="cpu")(small).labels)
+    assert Segmenter(models["logits"], device="cuda", preprocess="host").preprocessing == "host"
+    dynamic = Segmenter(models["dynamic"], device="cuda")
+    for frame, result in zip(frames, dynamic.batch(frames)):
+        np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
+
+
+@pytest.mark.parametrize("model,device,preprocess,error", [
+    ("logits", "cpu", "fused", "not on a CUDA device"),           # the kernels need the model on CUDA
+    ("graph", "cpu", "host", "preprocesses in its graph"),        # the recipe is inside the graph
+    ("graph", "cpu", "fused", "preprocesses in its graph"),
+    ("logits", "cpu", "gpu", "valid: \\['auto', 'host', 'fused'\\]"),
+])
+def test_preprocessing_path_refusals_say_why(models, model, device, preprocess, error):
+    with pytest.raises((ProviderError, UsageError), match=error):
+        Segmenter(models[model], device=device, preprocess=preprocess)
+
+
+def test_fused_kernels_that_do_not_support_the_recipe_leave_the_host_path(models, monkeypatch, fused_module, caplog):
+    FakeGpu(monkeypatch)
+    monkeypatch.setattr(FakeFusedRecipe, "supports", staticmethod(lambda recipe, *sizes: "no CLAHE kernel"))
+    caplog.set_level("INFO", "usseg.runtime")
+    assert Segmenter(models["logits"], device="cuda").preprocessing == "host"
+    assert "do not support recipe 'none'" in caplog.text
+    with pytest.raises(ProviderError, match="do not support recipe"):
+        Segmenter(models["logits"], device="cuda", preprocess="fused")
+
+
+def test_in_graph_models_name_their_path(models, frames):
+    seg = Segmenter(models["graph"], device="cpu")
+    assert seg.preprocessing == "in-graph" and seg.model_info()["preprocessing"] == "in-graph"
+
+
+# -- flip TTA ------------------------------------------------------------------------------------------------
+def test_flip_tta_averages_the_scores_of_the_frame_and_its_mirror(models, frames):
+    seg = Segmenter(models["asym"], device="cpu", flip_tta=True)
+    plain = Segmenter(models["asym"], device="cpu")
+    differs = False
+    for frame in frames:
+        result = seg(frame)
+        np.testing.assert_array_equal(result.labels, reference_labels(models["asym"], frame, flip=True))
+        differs |= not np.array_equal(result.labels, plain(frame).labels)
+    assert differs  # the model is not mirror-symmetric, so TTA changes something
+    assert seg.model_info()["flip_tta"] is True and "flip_tta=True" in repr(seg)
+
+
+def test_flip_tta_is_refused_for_labels_models(models):
+    with pytest.raises(UsageError, match="outputs labels"):
+        Segmenter(models["labels"], device="cpu", flip_tta=True)
+
+
+def test_model_errors_stay_model_errors(models, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(models["logits"].read_bytes()[:200])
+    with pytest.raises(ModelError, match="cannot load this model"):
+        Segmenter(bad, device="cpu")
+    from usseg.runtime.segmenter import ModelError as Reexported
+
+    assert Reexported is ModelError
+
+
+# -- a real GPU --------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_device_present(), reason="needs a CUDA device and onnxruntime-gpu")
+def test_real_cuda_graph_capture_and_results(models, frames):
+    seg = Segmenter(models["logits"], device="cuda")
+    info = seg.model_info()
+    assert info["provider"] == CUDA and info["cuda_graph"] and info["capture_verified"]
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(r=seg(frames[0])))
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(results["r"].labels, reference_labels(models["logits"], frames[0]))
+    np.testing.assert_array_equal(seg(frames[1]).labels, reference_labels(models["logits"], frames[1]))
+    dynamic = Segmenter(models["dynamic"], device="cuda")
+    for frame, result in zip(frames, dynamic.batch(frames)):
+        np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
