@@ -19,26 +19,47 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from usseg.runtime.backend import available_providers, check_active, open_session
+from usseg.runtime.fileio import write_text
 from usseg.runtime.preprocess import Letterbox, enhance, get_recipe
 from usseg.runtime.providers import (
+    ModelFacts,
+    ProviderError,
+    candidate_plans,
     default_cache_dir,
-    plan_providers,
+    parse_device,
     preload_gpu_libraries,
 )
 
 from .ablation import parse_size
 from .models import phantom_frames
 
+CPU_NODES_REFUSED = "assigned to the default CPU EP"
 
-def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
-    plan = plan_providers(device, default_cache_dir(), cuda_graph=False, exact=True)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if device != "cpu":  # fail rather than time nodes that quietly fell back to the CPU
-        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    return ort.InferenceSession(model_bytes, options, providers=plan.providers)
+
+def _session(model_bytes: bytes, device: str):
+    """The recipe graph on ``device`` with the options the Segmenter uses for in-graph models.
+
+    On a GPU the CPU provider may take no node first (ORT's ``session.disable_cpu_ep_fallback``,
+    valid only when the CPU provider is not listed), so that no quietly CPU-run node is timed;
+    where ORT puts some nodes on the CPU regardless (shape computations), the session is opened
+    with the CPU allowed and the row says so. Returns (session, whether the CPU may take nodes).
+    """
+    def plan(cpu_nodes: bool):
+        return candidate_plans(device, available_providers(), ModelFacts(exact=True), cuda_graph=False,
+                               cache_dir=default_cache_dir(), cpu_nodes=cpu_nodes)[0]
+
+    strict = plan(cpu_nodes=parse_device(device).kind == "cpu")
+    try:
+        session = open_session(model_bytes, strict)
+    except Exception as exc:  # ORT raises its own exception types
+        if CPU_NODES_REFUSED not in str(exc):
+            raise
+        strict = plan(cpu_nodes=True)
+        session = open_session(model_bytes, strict)
+    check_active(session, strict)
+    return session, strict.cpu_nodes
 
 
 def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], device: str, rounds: int,
@@ -47,7 +68,7 @@ def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], d
 
     fh, fw = frames[0].shape
     model = recipe_graph(get_recipe(recipe), fh, fw, *size, batch=None, expose_enhanced=True)
-    session = _session(model.SerializeToString(), device)
+    session, cpu_nodes = _session(model.SerializeToString(), device)
     box = Letterbox.fit(fh, fw, *size)
     within, exact = [], []
     for frame in frames:
@@ -68,13 +89,24 @@ def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], d
     session.run(["preprocessed"], {"frame": stack})
     batched = (time.perf_counter() - t) / batch
     return {"recipe": recipe, "frame": [fh, fw], "model_input": list(size), "provider": session.get_providers()[0],
+            "cpu_may_take_nodes": cpu_nodes,
             "min_within_1": min(within), "min_exact": min(exact), "frames": len(frames),
             "median_ms": 1e3 * statistics.median(times[1:]), "batch": batch, "batched_ms_per_frame": 1e3 * batched}
 
 
+def _device(text: str) -> str:
+    try:
+        kind = parse_device(text).kind
+    except ProviderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if kind not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: graph_check runs on cpu, cuda or cuda:N")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m usseg.benchmarks.graph_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--recipes", nargs="+", default=["seed", "realtime"])
     p.add_argument("--frame", default="480x640", help="frame size HxW")
     p.add_argument("--size", default="480x640", help="model input size HxW")
@@ -96,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.out)
+        write_text(args.out, text + "\n")
     return 0 if all(r["min_within_1"] >= 0.999 for r in results) else 1
 
 

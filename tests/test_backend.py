@@ -308,3 +308,38 @@ def test_real_cuda_graph_capture_and_results(models, frames):
     dynamic = Segmenter(models["dynamic"], device="cuda")
     for frame, result in zip(frames, dynamic.batch(frames)):
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
+
+
+def test_graph_check_sessions_keep_the_cpu_out_validly(monkeypatch):
+    """graph_check on CUDA: the CPU provider unlisted with disable_cpu_ep_fallback (the valid pair,
+    inference_session.cc); where ORT puts nodes on the CPU anyway, the row says the CPU took part."""
+    from usseg.benchmarks import graph_check
+
+    opened = []
+
+    class Session:
+        def __init__(self, plan):
+            self.plan = plan
+
+        def get_providers(self):
+            return self.plan.names + ([CPU] if CPU not in self.plan.names else [])
+
+        def get_provider_options(self):
+            return {n: dict(o) for n, o in self.plan.providers}
+
+    def fake_open(model, plan, threads=None, optimize=True):
+        opened.append(plan)
+        if not plan.cpu_nodes and refuse:
+            raise RuntimeError("This session contains graph nodes that are assigned to the default CPU EP, but "
+                               "fallback to CPU EP has been explicitly disabled by the user.")
+        return Session(plan)
+
+    monkeypatch.setattr(graph_check, "available_providers", lambda: [TRT, CUDA, CPU])
+    monkeypatch.setattr(graph_check, "open_session", fake_open)
+    refuse = False
+    _, cpu_nodes = graph_check._session(b"model", "cuda:1")
+    assert not cpu_nodes and opened[-1].names == [CUDA] and opened[-1].device_id == 1
+    assert ("session.disable_cpu_ep_fallback", "1") in opened[-1].session_config
+    refuse = True
+    _, cpu_nodes = graph_check._session(b"model", "cuda")
+    assert cpu_nodes and opened[-1].names == [CUDA, CPU] and opened[-1].session_config == ()
