@@ -1,4 +1,5 @@
-"""What one segmented frame gives back: labels, masks and geometry in the frame's own pixels."""
+"""What one segmented frame gives back: labels, masks and geometry in the frame's own pixels, and
+the clinical readouts computed from that geometry (``usseg.runtime.measurements``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .measurements import Readout, measure, readouts_to_dict
 
 
 @dataclass
@@ -16,6 +19,7 @@ class Result:
     box: np.ndarray | None                   # VTB rotated box corners float [4, 2] (x, y), or None
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     spacing_mm: float | None = None          # millimetres per pixel, when known
+    skin_y: float = 0.0                      # row of the skin line (top of the field of view)
 
     @property
     def lines_mm(self) -> dict[str, np.ndarray] | None:
@@ -26,6 +30,14 @@ class Result:
     @property
     def box_mm(self) -> np.ndarray | None:
         return None if self.spacing_mm is None or self.box is None else self.box * self.spacing_mm
+
+    @property
+    def measurements(self) -> dict[str, Readout]:
+        """Depths, midline angle and offset from the current geometry (so smoothing the geometry
+        smooths them); empty for models without the spine post-processing."""
+        if "MID" not in self.lines:
+            return {}
+        return measure(self.lines, self.box, self.labels.shape, self.spacing_mm, self.skin_y)
 
     def geometry(self) -> dict[str, Any]:
         """JSON-ready geometry (frame pixels, plus mm when the pixel spacing is known)."""
@@ -39,6 +51,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {"geometry": self.geometry(),
+                "measurements": readouts_to_dict(self.measurements),
                 "pixels": {name: int(m.sum()) for name, m in self.masks.items()},
                 "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
 
