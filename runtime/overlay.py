@@ -1,10 +1,12 @@
-"""Overlay drawing: the frame with masks tinted, lines and box drawn, and a legend."""
+"""Overlay drawing: the frame with masks tinted, lines and box drawn, a legend, and the readouts
+(depths, midline angle and offset) with the points they are measured at."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from .measurements import LABELS, Readout, box_top_midpoint, line_midpoint
 from .preprocess import to_grey8
 from .result import Result
 
@@ -32,7 +34,44 @@ def draw_overlay(frame: np.ndarray, result: Result, alpha: float = 0.3, thicknes
     if result.box is not None:
         cv2.polylines(canvas, [np.round(result.box).astype(np.int32)], True, COLOURS["VTB"], thickness, cv2.LINE_AA)
     draw_legend(canvas, list(result.masks))
+    readouts = result.measurements
+    if readouts:
+        draw_measured_points(canvas, result, thickness)
+        draw_readouts(canvas, readouts)
     return canvas
+
+
+def draw_measured_points(canvas: np.ndarray, result: Result, thickness: int = 2) -> None:
+    """A ring where each depth is taken: the EPI line's midpoint and the VTB box's upper side."""
+    radius = max(3, canvas.shape[0] // 100)
+    points = []
+    if result.lines.get("EPI") is not None:
+        points.append((line_midpoint(np.asarray(result.lines["EPI"], np.float64)), COLOURS["EPI"]))
+    if result.box is not None:
+        points.append((box_top_midpoint(np.asarray(result.box, np.float64)), COLOURS["VTB"]))
+    for point, colour in points:
+        centre = tuple(int(round(v)) for v in point)
+        cv2.circle(canvas, centre, radius, (255, 255, 255), thickness + 1, cv2.LINE_AA)
+        cv2.circle(canvas, centre, radius, colour, thickness, cv2.LINE_AA)
+
+
+def readout_lines(readouts: dict[str, Readout]) -> list[str]:
+    """``EPI depth 16.0 mm`` per readout, in display order; ``-`` for a structure not found."""
+    return [f"{LABELS.get(name, name)} {r.text()}" for name, r in readouts.items()]
+
+
+def draw_readouts(canvas: np.ndarray, readouts: dict[str, Readout]) -> None:
+    """The readouts as text in the lower left corner, on a dark band so they read on bright tissue."""
+    lines = readout_lines(readouts)
+    scale = max(0.35, canvas.shape[0] / 1200)
+    step = int(22 * scale / 0.4)
+    width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in lines) + 12
+    top = max(0, canvas.shape[0] - 6 - step * len(lines))
+    band = canvas[top:, :min(width, canvas.shape[1])]
+    band //= 2
+    for i, text in enumerate(lines):
+        y = top + (i + 1) * step - max(2, step // 4)
+        cv2.putText(canvas, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def draw_legend(canvas: np.ndarray, names: list[str]) -> None:

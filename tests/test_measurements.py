@@ -127,3 +127,22 @@ def test_smoothing_the_geometry_smooths_the_readouts():
     assert second.measurements["epidural_depth"].value == pytest.approx(30.0)
     assert second.measurements["midline_offset"].value == pytest.approx(5.5 * 0.5)
     assert second.to_dict()["measurements"]["epidural_depth"]["value"] == pytest.approx(30.0)
+
+
+def test_overlay_writes_the_readouts_and_marks_the_measured_points():
+    from usseg.runtime.overlay import draw_overlay, readout_lines
+
+    labels = drawn_labels(((124, 20), (136, 120)), ((100, 80), (160, 80)), ((90, 140), (170, 170)))
+    r = geometry_result(labels, SPACING)
+    assert readout_lines(r.measurements) == ["EPI depth 16.0 mm", "VTB depth 28.0 mm", "MID angle 6.9 deg",
+                                             "MID offset 2.1 mm"]
+    frame = np.full((H, W), 40, np.uint8)
+    plain = result_from({}, shape=(H, W))
+    with_readouts, without = draw_overlay(frame, r), draw_overlay(frame, plain)
+    corner = (slice(H - 70, H), slice(0, 110))
+    # White text on the darkened band in the lower left corner; nothing there without readouts.
+    assert (with_readouts[corner] == 255).all(axis=2).sum() > 100
+    assert (without[corner] == 40).all()
+    # A white ring around the EPI midpoint (130, 80).
+    ring = with_readouts[74:87, 124:137]
+    assert (ring == 255).all(axis=2).any()
