@@ -141,8 +141,8 @@ def test_overlay_writes_the_readouts_and_marks_the_measured_points():
     with_readouts, without = draw_overlay(frame, r), draw_overlay(frame, plain)
     corner = (slice(H - 70, H), slice(0, 110))
     # White text on the darkened band in the lower left corner; nothing there without readouts.
-    assert (with_readouts[corner] == 255).all(axis=2).sum() > 100
+    assert (with_readouts[corner] > 200).all(axis=2).sum() > 100
     assert (without[corner] == 40).all()
     # A white ring around the EPI midpoint (130, 80).
     ring = with_readouts[74:87, 124:137]
-    assert (ring == 255).all(axis=2).any()
+    assert (ring > 200).all(axis=2).any()
