@@ -11,14 +11,42 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
 from .io import DataError, read_grey8, read_image, write_json, write_png
 
 SPLITS = ("train", "val", "test")
+MAX_ID_BYTES = 200  # <id>.png and its temporary name stay within the usual 255-byte name limit
+
+
+def id_problem(item_id: object) -> str | None:
+    """Why ``item_id`` cannot be an id (None when it can). Ids become file names (images/<id>.png),
+    so an id must be a plain name that stays inside its folder on every system: no path
+    separators, no "..", no drive, no control characters, not hidden (temporaries start with ".").
+    """
+    if not isinstance(item_id, str) or not item_id:
+        return "it is empty" if item_id == "" else f"it is a {type(item_id).__name__}, not a string"
+    if "/" in item_id or "\\" in item_id:
+        return "it contains a path separator"
+    if ".." in item_id:
+        return "it contains '..'"
+    if item_id.startswith("."):
+        return "it starts with '.'"
+    if PureWindowsPath(item_id).drive:
+        return "it starts with a drive name"
+    if any(unicodedata.category(ch) == "Cc" for ch in item_id):
+        return "it contains a control character"
+    try:
+        size = len(item_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text"
+    if size > MAX_ID_BYTES:
+        return f"it is {size} bytes long (at most {MAX_ID_BYTES})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,9 @@ def read_split(path: Path) -> dict[str, str]:
         for line, row in enumerate(reader, start=2):
             if row["split"] not in SPLITS:
                 raise DataError(f"{path}:{line}: split {row['split']!r} is not one of {list(SPLITS)}")
+            problem = id_problem(row["id"])
+            if problem is not None:
+                raise DataError(f"{path}:{line}: id {row['id']!r} cannot name a file: {problem}")
             if row["id"] in splits:
                 raise DataError(f"{path}:{line}: id {row['id']!r} appears twice")
             splits[row["id"]] = row["split"]
@@ -123,6 +154,9 @@ def write_split(path: Path, splits: dict[str, str]) -> None:
 
 
 def write_item(root: Path, item_id: str, image: np.ndarray, mask: np.ndarray) -> None:
+    problem = id_problem(item_id)
+    if problem is not None:  # the last guard before an id becomes a path
+        raise DataError(f"id {item_id!r} cannot name a file: {problem}")
     write_png(root / "images" / f"{item_id}.png", image)
     write_png(root / "masks" / f"{item_id}.png", mask)
 

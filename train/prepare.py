@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import shutil
 from pathlib import Path
 
@@ -15,12 +17,14 @@ import numpy as np
 
 from usseg.runtime.cli import add_out_option, alias_main
 from usseg.runtime.contract import SPINE_CLASSES
-from usseg.runtime.fileio import replace_dir
+from usseg.runtime.errors import UsageError
+from usseg.runtime.fileio import TMP_MARK, replace_dir
 
 from .io import DataError
 from .maskfolder import (
     SPLITS,
     MaskFolder,
+    id_problem,
     open_mask_folder,
     read_classes,
     write_classes,
@@ -70,7 +74,13 @@ def convert_seed(annotations: Path, images: Path, tmp: Path,
 
 def resplit_masks(masks_dir: Path) -> tuple[list[str], list[set[int]], tuple[str, ...]]:
     classes = read_classes(masks_dir / "classes.json")
-    ids = sorted(p.stem for p in (masks_dir / "masks").glob("*.png"))
+    ids = []
+    for path in sorted((masks_dir / "masks").glob("*.png")):
+        problem = id_problem(path.stem)
+        if problem is None:
+            ids.append(path.stem)
+        elif TMP_MARK not in path.name:  # a temporary a killed run left behind is no mask
+            log.warning("skipped: %s: %s cannot be an id: %s", path, repr(path.stem), problem)
     if not ids:
         raise DataError(f"{masks_dir / 'masks'}: no mask PNGs found")
     folder = MaskFolder(masks_dir, classes, {i: "train" for i in ids})
@@ -91,14 +101,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options that make no sense, refused before any file is read."""
     if args.annotations is not None and (args.images is None or args.out is None):
-        raise DataError("--annotations needs --images and --out")
+        raise UsageError("--annotations needs --images and --out")
+    if args.masks_dir is not None and args.images is not None:
+        raise UsageError("--images goes with --annotations, not with --masks-dir")
+    for name, value in (("--val", args.val), ("--test", args.test)):
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise UsageError(f"{name} {value}: must be a fraction in [0, 1)")
+    if not args.val + args.test < 1:
+        raise UsageError(f"--val {args.val} and --test {args.test}: must sum to less than 1 (training needs frames)")
+
+
+def _overlap(out: Path, source: Path) -> str | None:
+    """How ``out`` overlaps ``source`` (None when they are apart); both taken with links resolved."""
+    o, s = Path(os.path.realpath(out)), Path(os.path.realpath(source))
+    if o == s:
+        return "is"
+    if s.is_relative_to(o):
+        return "contains"
+    if o.is_relative_to(s) and s.is_dir():
+        return "is inside"
+    return None
+
+
+def check_out(out: Path, inputs: dict[str, Path], overwrite: bool) -> None:
+    """Refuse an --out that would destroy an input or a folder prepare did not write, before
+    anything is touched: replacing --out deletes what it holds."""
+    for what, source in inputs.items():
+        how = _overlap(out, source)
+        if how is not None:
+            raise UsageError(f"--out {out} {how} the {what} {source}; the output folder must lie apart from "
+                             f"the inputs, because it is replaced as a whole")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if out.exists():
+        if not overwrite:
+            raise UsageError(f"--out {out}: already exists (pass --overwrite to replace it)")
+        if any(out.iterdir()) and not ((out / "classes.json").is_file() and (out / "split.csv").is_file()):
+            raise UsageError(f"--out {out}: exists and is not a mask folder (no classes.json and split.csv); "
+                             f"--overwrite replaces only a folder that usseg prepare wrote, or an empty one")
+    parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot be created ({parent} is not a writable folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     out = args.out
-    if out is not None and out.exists() and not args.overwrite and out != args.masks_dir:
-        raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
+    in_place = args.masks_dir is not None and (out is None or _overlap(out, args.masks_dir) == "is")
+    if not in_place:
+        inputs = {"annotation file": args.annotations, "image folder": args.images, "mask folder": args.masks_dir}
+        check_out(out, {what: path for what, path in inputs.items() if path is not None}, args.overwrite)
     problems: list[str] = []
-    if args.masks_dir is not None and (out is None or out.resolve() == args.masks_dir.resolve()):
+    if in_place:
         ids, present, classes = resplit_masks(args.masks_dir)
         splits = stratified_split(ids, presence_matrix(present, len(classes)), args.val, args.test, args.seed)
         write_split(args.masks_dir / "split.csv", splits)

@@ -19,6 +19,7 @@ import numpy as np
 from usseg.runtime.contract import SPINE_CLASSES
 
 from .io import DataError, read_grey8
+from .maskfolder import id_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,39 @@ class SeedItem:
     mask: np.ndarray   # uint8 class index per pixel
 
 
+class _Object(dict):
+    """A JSON object that remembers the keys it was given more than once (``json`` keeps the last)."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        self.duplicates = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+
+
 def load_annotations(path: str | Path) -> dict[str, Any]:
-    """Parse annotations.json; the whole file is unusable when it is not a JSON object."""
+    """Parse annotations.json; the whole file is unusable when it is not a JSON object. Keys given
+    more than once are listed in the result's ``duplicates``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an annotation file") from None
+    except ValueError as exc:  # bad JSON, bad text encoding, an integer of thousands of digits
         raise DataError(f"{path}: malformed JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: malformed JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object of image name -> shapes, got {type(data).__name__}")
     return data
+
+
+def check_key(key: str, where: str) -> None:
+    """A key names image files (images/<key>.png): it must be a plain file name."""
+    problem = id_problem(key)
+    if problem is not None:
+        raise DataError(f"{where}: not a plain file name ({problem}); keys are image names such as 'Image_97'")
 
 
 def parse_shapes(entries: Any, where: str) -> list[Shape]:
@@ -68,7 +90,7 @@ def parse_shapes(entries: Any, where: str) -> list[Shape]:
         if not isinstance(entry, list) or len(entry) != 3:
             raise DataError(f"{at}: expected [label, shape, [[x1, y1], [x2, y2]]], got {entry!r}")
         label, kind, points = entry
-        if label not in LABELS:
+        if not isinstance(label, str) or label not in LABELS:
             raise DataError(f"{at}: unknown label {label!r}; valid labels are {sorted(LABELS)}")
         if kind not in SHAPES:
             raise DataError(f"{at}: unknown shape {kind!r}; valid shapes are {list(SHAPES)}")
@@ -121,9 +143,13 @@ def iter_seed_dataset(annotations: str | Path, images_dir: str | Path, strict: b
     """
     annotations, images_dir = Path(annotations), Path(images_dir)
     data = load_annotations(annotations)
+    duplicates = set(getattr(data, "duplicates", ()))
     for key in sorted(data):
         where = f"{annotations}: key {key!r}"
         try:
+            check_key(key, where)
+            if key in duplicates:
+                raise DataError(f"{where}: appears more than once in the file; which entry is meant is unclear")
             shapes = parse_shapes(data[key], where)
             image_path = find_image(images_dir, key)
             image = read_grey8(image_path)
