@@ -12,7 +12,8 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
-from . import imageio
+from . import dicom, imageio
+from .dicom import DicomInfo
 from .errors import UssegError
 from .imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageError
 
@@ -49,9 +50,14 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def read_dicom(path: Path) -> np.ndarray:
-    """[N, H, W(, C)] frames of a DICOM file (a cine has several); see ``usseg.runtime.imageio``."""
+    """[N, H, W(, C)] frames of a DICOM file (a cine has several); see ``usseg.runtime.dicom``."""
+    return read_dicom_info(path)[0]
+
+
+def read_dicom_info(path: Path) -> tuple[np.ndarray, DicomInfo]:
+    """The frames of a DICOM file and its header facts (spacing, frame rate: ``usseg.runtime.dicom``)."""
     try:
-        return imageio.read_dicom(path)
+        return dicom.read_dicom(path)
     except ImageError as exc:
         raise InputError(str(exc)) from None
 
@@ -152,7 +158,8 @@ def open_source(source: Any, fps: float | None = None) -> Source:
         if any(ch in text for ch in "*?["):
             return FileSequenceSource([Path(p) for p in sorted(glob.glob(text))], text, fps)
         if path.suffix.lower() in DICOM_SUFFIXES:
-            return ArraySource(list(read_dicom(path)), text, fps)
+            frames, info = read_dicom_info(path)
+            return ArraySource(list(frames), text, fps or info.fps)
         return VideoSource(text)
     if isinstance(source, np.ndarray) and source.ndim >= 3:
         return ArraySource(list(source), "array", fps)
