@@ -191,7 +191,7 @@ class FusedRecipe:
     # -- for checks -----------------------------------------------------------------------------
     def enhanced(self) -> np.ndarray:
         """The last frame's 8-bit content after the recipe, before min-max (copied to the host)."""
-        self.stream.synchronize()
+        self._cuda.synchronize()  # whichever stream the frame ran on
         return self._images[self._last].copy_to_host()
 
     def input_array(self):
