@@ -97,8 +97,10 @@ class FusedRecipe:
         self._frame = cuda.device_array(self.frame_hw, np.uint8)
         self._copied = cuda.event()
         self._copied.record(self.stream)
-        # two content buffers, used in turn by the steps
-        self._images = [cuda.device_array((h, w), np.uint8) for _ in range(2)]
+        # the content: the frame buffer itself when no shrink is needed, then two buffers that the
+        # steps write in turn; each with a flat view for the min-max reduction
+        first = self._frame if self._plan.kind == "copy" else cuda.device_array((h, w), np.uint8)
+        self._images = [first] + [cuda.device_array((h, w), np.uint8) for _ in range(2)]
         self._flat = [img.reshape(h * w) for img in self._images]
         self._stats = cuda.device_array(2, np.int32)
         self._reciprocal = cuda.to_device(tables.reciprocals())
@@ -116,7 +118,7 @@ class FusedRecipe:
             self._lut = cuda.device_array((r.clahe_tile * r.clahe_tile, 256), np.uint8)
         if r.unsharp:
             self._taps = cuda.to_device(tables.gaussian_taps(r.unsharp_sigma))
-        self._last = 0  # which content buffer holds the last result
+        self._last = 0  # index in self._images of the last frame's result
         self.stream.synchronize()
 
     # -- per frame ------------------------------------------------------------------------------
@@ -148,27 +150,24 @@ class FusedRecipe:
         return box
 
     def _enhance(self, stream) -> None:
-        """The recipe's 8-bit steps, each from one content buffer into the other."""
+        """The recipe's 8-bit steps, each from one content buffer into the next."""
         from . import clahe, nlm, resize, unsharp
 
-        r, plan = self.recipe, self._plan
-        src, k = self._frame, 0
+        r, plan, img = self.recipe, self._plan, self._images
         if plan.kind == "block":
-            resize.launch_block(src, self._images[0], plan.fy, plan.fx, plan.half_up, stream)
+            resize.launch_block(self._frame, img[0], plan.fy, plan.fx, plan.half_up, stream)
         elif plan.kind == "taps":
-            resize.launch_taps(src, self._images[0], *self._area, stream)
-        else:
-            self._images[0].copy_to_device(src, stream=stream)
+            resize.launch_taps(self._frame, img[0], *self._area, stream)
+        k = 0  # img[0] holds the content now; each step writes the next buffer of img[1], img[2]
         if r.denoise == "nlm":
-            nlm.launch(self._images[k], self._images[1 - k], self._nlm_table, r.nlm_template, r.nlm_search,
-                       self._nlm_shift, stream)
-            k = 1 - k
+            nlm.launch(img[k], img[k % 2 + 1], self._nlm_table, r.nlm_template, r.nlm_search, self._nlm_shift, stream)
+            k = k % 2 + 1
         if r.clahe:
-            clahe.launch(self._images[k], self._images[1 - k], self._lut, self._clahe, *self._clahe_dev, stream)
-            k = 1 - k
+            clahe.launch(img[k], img[k % 2 + 1], self._lut, self._clahe, *self._clahe_dev, stream)
+            k = k % 2 + 1
         if r.unsharp:
-            unsharp.launch(self._images[k], self._images[1 - k], self._taps, r.unsharp_amount, stream)
-            k = 1 - k
+            unsharp.launch(img[k], img[k % 2 + 1], self._taps, r.unsharp_amount, stream)
+            k = k % 2 + 1
         self._last = k
 
     def _output_view(self, out):
