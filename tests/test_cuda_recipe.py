@@ -180,6 +180,7 @@ REFUSED = [
     (with_overrides(get_recipe("seed"), nlm_h=60.0), None, None, "'nlm_h'"),
     (get_recipe("seed"), (24, 32), (48, 64), "only shrink"),  # OpenCV enlarges bilinearly
     (get_recipe("seed"), (40, 60), (12, 18), "non-local means needs more than 13 px"),
+    (get_recipe("seed"), (480, 640, 3), (240, 320), "expected (height, width)"),  # a colour frame's shape
 ]
 
 

@@ -74,7 +74,8 @@ class FusedRecipe:
 
         self._cuda = cuda = target().cuda
         self.recipe = recipe
-        self.frame_hw, self.input_hw = tuple(frame_hw), tuple(input_hw)
+        self.frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.letterbox = Letterbox.fit(*self.frame_hw, *self.input_hw)
         self.stream = stream if stream is not None else cuda.stream()
         self._plan = tables.ResizePlan.of(self.letterbox)

@@ -200,12 +200,18 @@ def recipe_reason(recipe: Recipe) -> str | None:
     return None
 
 
+def _is_side(n) -> bool:
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and 2 <= n <= 16384
+
+
 def size_reason(recipe: Recipe, frame_hw: tuple[int, int], input_hw: tuple[int, int]) -> str | None:
     """Why the fused kernels cannot take ``frame_hw`` frames into an ``input_hw`` input (or None)."""
-    for name, (h, w) in (("frame", frame_hw), ("model input", input_hw)):
-        if not (isinstance(h, int) and isinstance(w, int) and 2 <= h <= 16384 and 2 <= w <= 16384):
-            return f"{name} size {h}x{w}: each side must be an integer in [2, 16384]"
-    box = Letterbox.fit(*frame_hw, *input_hw)
+    sizes = []
+    for name, size in (("frame", frame_hw), ("model input", input_hw)):
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_is_side(n) for n in size):
+            return f"{name} size {size!r}: expected (height, width), each an integer in [2, 16384]"
+        sizes += [int(n) for n in size]
+    box = Letterbox.fit(*sizes)
     if (box.new_h, box.new_w) != (box.src_h, box.src_w) and (box.new_h >= box.src_h or box.new_w > box.src_w):
         return (f"frame {box.src_h}x{box.src_w} -> content {box.new_h}x{box.new_w}: the fused kernels only "
                 f"shrink (OpenCV's INTER_AREA); the host path enlarges")
