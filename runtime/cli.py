@@ -1,6 +1,6 @@
 """``usseg``: one command, a subcommand per stage, one meaning per shared option.
 
-    usseg synth | prepare | train | evaluate | export | predict | stream | bench | demo  [options]
+    usseg synth | prepare | plan | train | evaluate | export | predict | stream | bench | demo  [options]
 
 Every subcommand lives in its stage's module, which defines ``add_arguments(parser)`` and
 ``run(args) -> int``; this module builds the parser, sets up logging and turns errors into one
@@ -44,6 +44,7 @@ COMMANDS: tuple[Command, ...] = (
             "usseg-synth"),
     Command("prepare", "usseg.train.prepare", "annotations + images, or a mask folder -> a split mask folder",
             "usseg-prepare"),
+    Command("plan", "usseg.train.plan_cli", "fingerprint a mask folder and plan its training, with reasons"),
     Command("train", "usseg.train.train_cli", "train a segmentation model on a mask folder", "usseg-train"),
     Command("evaluate", "usseg.train.evaluate", "score a checkpoint or an exported model on a split",
             "usseg-evaluate"),

@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -42,7 +43,7 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
-from .budget import RESERVE, Clock, choose_network, size_run, time_steps
+from .budget import MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -208,7 +209,9 @@ class Trainer:
 
     def fit_budget(self, seconds: float, candidates: list[dict[str, Any]] | None = None) -> dict[str, str]:
         """Fit the network (widest of ``candidates`` that fits, narrowest first; model_overrides
-        dicts) and the epochs, validation interval and patience to ``seconds``; returns the reasons."""
+        dicts) and the epochs, validation interval and patience to ``seconds``; returns the reasons.
+        On a CPU, one thread is kept instead of several when it trains faster (it does on a busy
+        machine)."""
         cfg, reasons = self.cfg, {}
         steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         val_batches = math.ceil(len(self.val_set) / cfg.batch_size)
@@ -218,17 +221,36 @@ class Trainer:
             mcfg = replace(cfg, model_overrides=overrides).model_config()
             timing = time_steps(build_model(mcfg, len(self.classes)), self.train_set, self.val_set, self.loss_fn,
                                 cfg.batch_size, cfg.lr, self.device)
-            log.info("timed %s: %.3f s per training step of %d frames", _describe(mcfg), timing.step_s, cfg.batch_size)
+            log.info("timed %s: %.3f s per training step of %d frames (%d threads)", _describe(mcfg), timing.step_s,
+                     cfg.batch_size, torch.get_num_threads())
             return timing
 
-        index, timings = choose_network(options, timer, seconds, steps_per_epoch)
+        first = None
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and threads > 1:
+            many = timer(options[0])
+            torch.set_num_threads(1)
+            first = timer(options[0])
+            if many.step_s < first.step_s:
+                torch.set_num_threads(threads)
+                first = many
+            kept = torch.get_num_threads()
+            reasons["threads"] = (f"{kept} PyTorch thread{'s' if kept > 1 else ''}: {first.step_s:.3f} s per step "
+                                  f"against {max(many.step_s, first.step_s):.3f} s with {threads if kept == 1 else 1}")
+        timed = {0: first} if first is not None else {}
+        index, timings = choose_network(range(len(options)), lambda i: timed.get(i) or timer(options[i]), seconds,
+                                        steps_per_epoch)
         size = size_run(seconds, timings[index], steps_per_epoch, val_batches)
+        if size.steps < MIN_STEPS:
+            log.warning("the budget gives %d optimiser steps (%s s each); fewer than %d rarely train a good model",
+                        size.steps, f"{timings[index].step_s:.3f}", MIN_STEPS)
         self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
                            patience=size.patience)
         if len(options) > 1:
             reasons["model_overrides"] = (
                 f"{_describe(self.cfg.model_config())}: the widest of {len(options)} candidates timed on this machine "
-                f"that reaches {size.steps} optimiser steps ({timings[index].step_s:.3f} s each) in the budget")
+                f"that reaches {MIN_STEPS} optimiser steps in the budget ({size.steps} at "
+                f"{timings[index].step_s:.3f} s each)")
         reasons["epochs"] = (f"{size.epochs} epochs of {steps_per_epoch} steps at {timings[index].step_s:.3f} s per "
                              f"step fill {seconds / 60:.1f} min with validation (estimate {size.seconds / 60:.1f} min)")
         reasons["val_every"] = f"every {size.val_every} epochs: about 20 validations in the run"
@@ -484,13 +506,14 @@ def _fmt(value: Any) -> str:
 
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           overwrite: bool = False, progress: bool = True, budget_s: float | None = None,
-          candidates: list[dict[str, Any]] | None = None, started: float | None = None) -> dict[str, Any]:
+          candidates: list[dict[str, Any]] | None = None, started: float | None = None,
+          on_fit: Callable[[TrainConfig, dict[str, str]], None] | None = None) -> dict[str, Any]:
     """Train on the mask folder ``data_dir`` into ``out_dir``; returns the run's summary.
 
     ``budget_s``: wall-clock seconds for the whole command, counted from ``started`` (monotonic;
     default now): a new run fits its network (the widest of ``candidates`` that fits, see
     budget.py) and epochs to what is left after loading the data; any run is shortened when it
-    falls behind. Raises DataError for unusable data, a missing last.pt on ``resume``, or an
+    falls behind; ``on_fit(config, reasons)`` is called once the budget has fitted it. Raises DataError for unusable data, a missing last.pt on ``resume``, or an
     existing run in ``out_dir`` without ``resume`` or ``overwrite``.
     """
     out = Path(out_dir)
@@ -515,7 +538,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
                     raise DataError(f"the budget of {budget_s / 60:.1f} min was spent loading the data; give more time")
                 reasons = trainer.fit_budget(left, candidates)
                 for key, why in reasons.items():
-                    log.info("budget: %s = %s: %s", key, _short(getattr(trainer.cfg, key)), why)
+                    value = getattr(trainer.cfg, key, None)
+                    log.info("budget: %s%s: %s", key, "" if value is None else f" = {_short(value)}", why)
+                if on_fit is not None:
+                    on_fit(trainer.cfg, reasons)
             trainer.clock = Clock(deadline)
         summary = trainer.run()
         summary["total_seconds"] = round(time.monotonic() - started, 1)

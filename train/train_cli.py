@@ -1,10 +1,14 @@
 """usseg train: train a segmentation model on a mask folder (see usseg prepare).
 
-    usseg train --data DIR --out RUN [--profile demo|seed|tiny] [--config FILE] [--epochs N]
-                [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--seed S] [--resume | --overwrite]
+    usseg train --data DIR --out RUN [--budget 30m] [--plan FILE | --profile demo|seed|tiny] [--config FILE]
+                [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--seed S] [--resume | --overwrite]
 
-The configuration is the profile, then the --config file, then the flags given here. With
---resume and neither --profile nor --config, the run's own RUN/config.json is the base.
+Without --profile, --config or --plan the run is planned from the data (as ``usseg plan`` does;
+RUN/fingerprint.json and RUN/plan.json say what was measured and why each value was chosen).
+--budget fits the network and the epochs to that much wall time on this machine, by timing real
+training steps first; without it the plan's or the profile's epochs are trained. The configuration
+is the plan or profile, then the --config file, then the flags given here. With --resume and none
+of --profile, --config, --plan, the run's own RUN/config.json is the base.
 
 On many processes, unchanged: ``torchrun --nproc-per-node N -m usseg.train.train_cli ...``
 (see usseg.train.distributed). Only rank 0 logs progress; the others log warnings and errors,
@@ -14,8 +18,11 @@ marked with their rank.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from usseg.runtime.cli import add_device_option, add_out_option, alias_main
 from usseg.runtime.errors import UsageError, UssegError
@@ -28,8 +35,11 @@ log = logging.getLogger("usseg.train")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="mask folder (images/, masks/, split.csv, classes.json)")
     add_out_option(p, "run folder: checkpoints, config.json, metrics.json, tb/")
-    p.add_argument("--profile", choices=sorted(PROFILES), help="base configuration (default: demo)")
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, applied over the profile")
+    p.add_argument("--budget", metavar="TIME", help="wall time for the whole run on this machine: 30m, 1h30m, 90s")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--plan", type=Path, help="a plan file (usseg plan; edit it if you like) as the base")
+    base.add_argument("--profile", choices=sorted(PROFILES), help="a built-in configuration as the base")
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, applied over the base")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     add_device_option(p, allowed=DEVICES)
@@ -40,26 +50,73 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    device = None if args.device == "auto" else args.device  # auto: the plan's or profile's own
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "device": device, "seed": args.seed}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "device": args.device, "seed": args.seed}
+    """The configuration from a profile, a plan file or a run's own config.json (no planning)."""
+    overrides = _overrides(args)
     own = args.out / "config.json"
-    if args.resume and args.profile is None and args.config is None and own.is_file():
+    if args.resume and args.profile is None and args.config is None and args.plan is None and own.is_file():
         return resolve_config(PROFILES["demo"], own, overrides)
+    if args.plan is not None:
+        return resolve_config(resolve_config(PROFILES["demo"], args.plan), args.config, overrides)
     return resolve_config(args.profile or "demo", args.config, overrides)
 
 
+def plan_candidates(path: Path) -> list[dict[str, Any]] | None:
+    """The networks a plan file lets a budget choose among (``plan.candidates``), if any."""
+    data = json.loads(path.read_text())
+    candidates = (data.get("plan") or {}).get("candidates") if isinstance(data, dict) else None
+    if candidates is not None and not (isinstance(candidates, list) and all(isinstance(c, dict) for c in candidates)):
+        raise UsageError(f"{path}: key 'plan.candidates' must be a list of model_overrides objects")
+    return candidates or None
+
+
+def prepare(args: argparse.Namespace, started: float) -> tuple[TrainConfig, list[dict[str, Any]] | None, Any]:
+    """(configuration, budget candidates, a callback that writes RUN/plan.json once the budget has
+    fitted the run, or None)."""
+    planned = args.profile is None and args.config is None and args.plan is None and not args.resume
+    if not planned:
+        cfg = config_from_args(args)
+        return cfg, plan_candidates(args.plan) if args.plan is not None and args.budget else None, None
+    from .plan_cli import plan_data, write_plan
+
+    fp, plan = plan_data(args.data, args.device)
+    cfg = resolve_config(plan.config, None, _overrides(args))
+    log.info("planned from %s in %.0f s (RUN/plan.json gives the reasons)", args.data, time.monotonic() - started)
+
+    def on_fit(final: TrainConfig, reasons: dict[str, str]) -> None:
+        write_plan(args.out, fp, plan, reasons, final)
+
+    on_fit(cfg, {})
+    return cfg, plan.candidates, on_fit
+
+
 def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     # torch and MONAI load here, after the arguments are checked
-    from .loop import train
+    from .budget import parse_duration
+    from .loop import check_run_folder, resume_hint, train
 
     try:  # a configuration that makes no sense here (a field, a device): one line, exit code 2
-        cfg = config_from_args(args)
+        budget_s = parse_duration(args.budget) if args.budget is not None else None
+        if budget_s is not None and args.epochs is not None:
+            raise UsageError("--budget and --epochs both set the length of the run; give one of them")
+        check_run_folder(args.out, args.resume, args.overwrite)
+        cfg, candidates, on_fit = prepare(args, started)
         summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, budget_s=budget_s, candidates=candidates,
+                        started=started, on_fit=on_fit)
     except ValueError as exc:
         if isinstance(exc, UssegError):
             raise
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        log.error("%s", resume_hint(args.out, args.data))
+        return 130
     best = summary["best_mean_val_dice"]
     log.info("done in %.0f s: best mean val Dice %s at epoch %s; checkpoints in %s",
              summary["total_seconds"], "-" if best is None else f"{best:.4f}",

@@ -1,0 +1,219 @@
+"""A training plan from a data set fingerprint and the device: each decision a small rule with
+one line of reason.
+
+    plan = make_plan(fingerprint, Device.cpu(cores=2))
+    plan.config        # a TrainConfig: what `usseg train --plan plan.json` trains
+    plan.reasons       # {field: why}
+    plan.candidates    # networks a time budget may choose among, narrowest first (budget.py)
+
+Pure: no file, clock or GPU is touched here (plan_cli.py measures, times and writes). The rules
+come from what was measured on this project's two data sets (docs/real-data.md, docs/ablation.md)
+and from nnU-Net's habits (input size from the median frame, depth from the structures' size,
+batch from memory); none of them looks at a test split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TrainConfig
+from .fingerprint import Fingerprint
+
+# Input pixels per frame: the demo's 240x320 on a CPU (it trains the phantom in minutes on two
+# cores); on a GPU, frames up to 512x640 are kept at nearly full size.
+PIXELS = {"cpu": 240 * 320, "cuda": 512 * 640}
+THIN_MIN_PX = 5           # the thinnest structures (p5 of thickness) keep at least this many pixels
+MIN_DEPTH, MAX_DEPTH = 3, 6
+BOTTLENECK_MIN_PX = 8     # the deepest feature map keeps at least this many pixels a side
+CHANNEL_CAP = {"cpu": 256, "cuda": 512}
+# Networks a budget chooses among, narrowest first: (first channels, residual units per level).
+LADDER = {"cpu": ((8, 1), (16, 1), (16, 2), (24, 2), (32, 2)), "cuda": ((16, 2), (32, 2), (48, 2))}
+DEFAULT_NETWORK = {"cpu": (16, 2), "cuda": (32, 2)}  # without a budget
+TARGET_STEPS = 4000       # optimiser steps without a budget (the wide usgra-seg run peaked near 3,700)
+VAL_TARGET = 20           # frames wanted in val when the data set has no val split
+BYTES_PER_ACTIVATION = 4 * 12  # float32, about a dozen stored tensors per conv level (fwd + bwd)
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the plan needs to know about the machine."""
+
+    kind: str = "cpu"              # cpu | cuda
+    memory_gib: float = 8.0        # for the batch size (GPU memory, or RAM for a CPU)
+    cores: int = 1
+    name: str = ""
+
+    @classmethod
+    def cpu(cls, cores: int = 1, memory_gib: float = 8.0) -> Device:
+        return cls("cpu", memory_gib, cores, "cpu")
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: TrainConfig
+    reasons: dict[str, str]
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # model_overrides, narrowest first
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A TrainConfig file (loads with --config / --plan) with the reasons and what it came from."""
+        return {**self.config.to_dict(), "reasons": dict(self.reasons),
+                "plan": {**self.info, "candidates": self.candidates}}
+
+
+def receptive_field(depth: int, res_units: int, kernel: int = 3) -> int:
+    """Theoretical receptive field (px of the input) of MONAI's UNet with ``depth`` stride-2
+    levels and ``res_units`` convolutions per residual unit: each kxk convolution adds (k - 1)
+    times the stride product before it; a transposed convolution adds one pixel of its input."""
+    convs, rf, jump = max(res_units, 1), 1, 1
+    for _ in range(depth):                 # encoder: a strided convolution, then the unit's others
+        rf += (kernel - 1) * jump
+        jump *= 2
+        rf += (convs - 1) * (kernel - 1) * jump
+    rf += convs * (kernel - 1) * jump      # bottom
+    for _ in range(depth):                 # decoder: transposed convolution, then one convolution
+        rf += jump
+        jump //= 2
+        rf += (kernel - 1) * jump if res_units > 0 else 0
+    return rf
+
+
+def _present(fp: Fingerprint) -> list:
+    return [c for c in fp.class_stats if c.frames_present > 0]
+
+
+def plan_scale(fp: Fingerprint, device: Device) -> tuple[float, str]:
+    """Resize factor of the median frame: a pixel budget per device, raised so that the thinnest
+    structures keep THIN_MIN_PX pixels, never above 1."""
+    frame = fp.median_height * fp.median_width
+    by_pixels = math.sqrt(PIXELS[device.kind] / frame)
+    thin = [c.thickness_px["p5"] for c in _present(fp) if c.thickness_px["p5"]]
+    thinnest = min(thin) if thin else None
+    by_thin = THIN_MIN_PX / thinnest if thinnest else 0.0
+    scale = min(1.0, max(by_pixels, by_thin))
+    why = f"{PIXELS[device.kind]:,} input pixels on a {device.kind.upper()}"
+    if thinnest is not None:
+        why += f"; the thinnest structures ({thinnest:.0f} px, p5) keep {thinnest * scale:.1f} px"
+        if by_thin > by_pixels:
+            why = f"raised so that the thinnest structures ({thinnest:.0f} px, p5) keep {THIN_MIN_PX} px"
+    return scale, why
+
+
+def plan_depth(fp: Fingerprint, scale: float, res_units: int) -> tuple[int, str]:
+    """The fewest stride-2 levels whose receptive field covers the largest structure (p95 of the
+    longest side), within [MIN_DEPTH, MAX_DEPTH] and a bottleneck of BOTTLENECK_MIN_PX or more."""
+    extents = [c.extent_px["p95"] for c in _present(fp) if c.extent_px["p95"]]
+    largest = (max(extents) if extents else 0.0) * scale
+    short_side = min(fp.median_height, fp.median_width) * scale
+    deepest = max(MIN_DEPTH, min(MAX_DEPTH, int(math.log2(max(short_side / BOTTLENECK_MIN_PX, 1)))))
+    depth = next((d for d in range(MIN_DEPTH, deepest + 1) if receptive_field(d, res_units) >= largest), deepest)
+    rf = receptive_field(depth, res_units)
+    why = (f"{depth} levels: receptive field {rf} px covers the largest structure ({largest:.0f} px at input "
+           f"size, p95)" if rf >= largest else
+           f"{depth} levels (the most that keep a {BOTTLENECK_MIN_PX}-px bottleneck): receptive field {rf} px, "
+           f"short of the largest structure ({largest:.0f} px)")
+    return depth, why
+
+
+def plan_size(fp: Fingerprint, scale: float, depth: int) -> tuple[int, int, str]:
+    """Height and width at ``scale``, multiples of 2**depth, keeping the median aspect ratio."""
+    step = 2 ** depth
+    height = max(step, round(fp.median_height * scale / step) * step)
+    width = max(step, round(height * fp.median_aspect / step) * step)
+    why = (f"{height}x{width}: the median frame {fp.median_height:.0f}x{fp.median_width:.0f} (aspect "
+           f"{fp.median_aspect:.3f}) at scale {scale:.2f}, multiples of {step} (aspect {width / height:.3f})")
+    return height, width, why
+
+
+def network(first: int, res_units: int, depth: int, cap: int, height: int, width: int) -> dict[str, Any]:
+    """model_overrides of the 'wide' base for a UNet of ``depth`` levels from ``first`` channels."""
+    channels = [min(first * 2 ** i, cap) for i in range(depth + 1)]
+    return {"name": f"plan-{first}x{res_units}", "channels": channels, "strides": [2] * depth,
+            "num_res_units": res_units, "height": height, "width": width}
+
+
+def plan_batch(fp: Fingerprint, device: Device, overrides: dict[str, Any]) -> tuple[int, str]:
+    """CPU: 4 (a CPU's throughput per frame hardly grows with the batch, so smaller batches give
+    more steps per minute). GPU: the largest power of two that fits 40 % of the memory, at most 32
+    and at most an eighth of the train frames."""
+    if device.kind == "cpu":
+        return 4, "4 on a CPU: more optimiser steps per minute than larger batches at the same frames per second"
+    h, w = overrides["height"], overrides["width"]
+    per_frame = sum(c * h * w / 4 ** i for i, c in enumerate(overrides["channels"])) * 2 * BYTES_PER_ACTIVATION
+    fits = int(0.4 * device.memory_gib * 2**30 / per_frame)
+    cap = min(32, fits, max(2, fp.train_frames // 8))
+    batch = 2 ** int(math.log2(max(cap, 2)))
+    return batch, (f"{batch}: about {per_frame / 2**20:.0f} MiB of activations per frame, 40 % of "
+                   f"{device.memory_gib:.0f} GiB; at most an eighth of the {fp.train_frames} train frames")
+
+
+def plan_augmentation(fp: Fingerprint) -> tuple[dict[str, float], str]:
+    """The seed's spatial transforms; scale range from how much structure sizes vary; brightness,
+    contrast and gamma from how much frame brightness varies."""
+    ratios = [c.extent_px["p95"] / c.extent_px["p5"] for c in _present(fp) if c.extent_px["p5"]]
+    spread = sorted(ratios)[len(ratios) // 2] if ratios else 1.0
+    scale = round(min(0.2, max(0.1, 0.1 * math.log2(max(spread, 1.0)))), 2)
+    m = fp.frame_mean
+    light = (m["p95"] - m["p5"]) / max(m["p95"] + m["p5"], 1e-6) if m["p5"] is not None else 0.0
+    brightness = round(min(0.25, max(0.05, light / 3)), 2)
+    params = {"flip": 0.5, "scale": scale, "intensity": 0.5, "brightness": brightness, "contrast": brightness,
+              "gamma": 0.3}
+    why = (f"mirror 0.5; scale +-{scale:.0%} (structure sizes vary {spread:.1f}x, p5-p95 of the longest side); "
+           f"brightness and contrast +-{brightness:.0%} on half the frames (frame brightness p5-p95 "
+           f"{m['p5']}-{m['p95']} grey), gamma 0.7-1.3; the seed's affine, elastic and grid distortion")
+    return params, why
+
+
+def plan_epochs(steps_per_epoch: int) -> tuple[int, int, int, str]:
+    """Without a budget: TARGET_STEPS optimiser steps, about VAL_TARGET validations, early stop
+    after 30 % of them without gain."""
+    epochs = max(1, math.ceil(TARGET_STEPS / max(steps_per_epoch, 1)))
+    val_every = max(1, round(epochs / 20))
+    patience = max(3, math.ceil(0.3 * math.ceil(epochs / val_every)))
+    return epochs, val_every, patience, (f"{epochs} epochs of {steps_per_epoch} steps: {TARGET_STEPS} optimiser "
+                                         "steps (no budget given; `usseg train --budget` fits them to the time you have)")
+
+
+def make_plan(fp: Fingerprint, device: Device) -> Plan:
+    """The plan for ``fp`` on ``device``; every field decided here has a line in ``reasons``."""
+    reasons: dict[str, str] = {}
+    first, res_units = DEFAULT_NETWORK[device.kind]
+    scale, why_scale = plan_scale(fp, device)
+    depth, why_depth = plan_depth(fp, scale, res_units)
+    height, width, why_size = plan_size(fp, scale, depth)
+    cap = CHANNEL_CAP[device.kind]
+    chosen = network(first, res_units, depth, cap, height, width)
+    candidates = [network(f, r, depth, cap, height, width) for f, r in LADDER[device.kind]]
+    reasons["model_overrides"] = (
+        f"UNet {chosen['channels'][0]}..{chosen['channels'][-1]} channels, {res_units} residual units: "
+        f"{'the width that beat the lite network by 0.11 mean Dice on real frames' if device.kind == 'cpu' else 'GPU default'}; "
+        f"input {why_size}; {why_scale}; depth {why_depth}")
+    batch, reasons["batch_size"] = plan_batch(fp, device, chosen)
+    has_val = fp.frames.get("val", 0) > 0
+    val_fraction = 0.1 if has_val else min(0.2, max(0.1, VAL_TARGET / max(fp.train_frames, 1)))
+    reasons["val_fraction"] = (f"the data set's own val split ({fp.frames['val']} frames)" if has_val else
+                               f"{val_fraction:.2f} of the {fp.train_frames} train frames as val (about "
+                               f"{VAL_TARGET}, 10-20 %), stratified on class presence")
+    train_frames = fp.train_frames if has_val else round(fp.train_frames * (1 - val_fraction))
+    epochs, val_every, patience, reasons["epochs"] = plan_epochs(math.ceil(train_frames / batch))
+    reasons["val_every"] = f"every {val_every} epochs: about 20 validations"
+    reasons["patience"] = f"stop after {patience} validations (30 %) without a better mean val Dice"
+    augmentation, reasons["augmentation"] = plan_augmentation(fp)
+    reasons["recipe"] = ("realtime (CLAHE + unsharp, no denoiser): NLM costs about 60 ms a frame and gained "
+                         "nothing measurable on the phantom or on usgra-seg (docs/ablation.md)")
+    reasons["hd_max"] = ("0, DiceCE only: the HausdorffDT blend made training on real frames collapse (val Dice "
+                         "0.385 -> 0.10, docs/real-data.md); turn it on here if wanted, capped and guarded")
+    reasons["schedule"] = "cosine to 0 at the last epoch, Adam at 1e-3 (the settings of every run measured here)"
+    workers = 0 if device.kind == "cpu" else min(4, max(device.cores - 1, 0))
+    reasons["num_workers"] = (f"{workers}: loader workers slowed training on 2 CPU cores" if device.kind == "cpu"
+                              else f"{workers} loader workers beside the GPU")
+    cfg = TrainConfig(model="wide", model_overrides=chosen, recipe="realtime", epochs=epochs, batch_size=batch,
+                      lr=1e-3, schedule="cosine", val_every=val_every, patience=patience, num_workers=workers,
+                      augment=True, augmentation=augmentation, hd_max=0.0, val_fraction=round(val_fraction, 3),
+                      device=device.kind)
+    info = {"data": fp.data, "data_id": fp.data_id, "device": {"kind": device.kind, "name": device.name,
+                                                               "memory_gib": device.memory_gib, "cores": device.cores},
+            "scale": round(scale, 4)}
+    return Plan(cfg, reasons, candidates, info)
