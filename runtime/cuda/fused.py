@@ -88,7 +88,7 @@ class FusedRecipe:
         """Why the fused kernels cannot run ``recipe`` (for these sizes, when given), or None."""
         reason = tables.recipe_reason(recipe)
         if reason is None and frame_hw is not None and input_hw is not None:
-            reason = tables.size_reason(recipe, tuple(frame_hw), tuple(input_hw))
+            reason = tables.size_reason(recipe, frame_hw, input_hw)
         return reason
 
     def _allocate(self) -> None:
