@@ -1,0 +1,5 @@
+"""Live view of a stream in a web browser (``usseg stream --view``): see :mod:`.server`."""
+
+from .server import FrameSlot, LiveView
+
+__all__ = ["FrameSlot", "LiveView"]
