@@ -19,8 +19,9 @@ A readout whose structure was not found has the value None.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +44,13 @@ class Readout:
     def to_dict(self) -> dict[str, Any]:
         return {"value": None if self.value is None else round(float(self.value), 2), "unit": self.unit}
 
+    def number_text(self) -> str:
+        """``12.3``, as displayed (one decimal); ``-`` when the structure was not found."""
+        return "-" if self.value is None else f"{self.value:.1f}"
+
     def text(self) -> str:
         """``12.3 mm``; ``-`` when the structure was not found."""
-        return "-" if self.value is None else f"{self.value:.1f} {self.unit}"
+        return "-" if self.value is None else f"{self.number_text()} {self.unit}"
 
 
 def row_col_spacing(spacing_mm: float | tuple[float, float] | None) -> tuple[float, float] | None:

@@ -50,7 +50,7 @@ def draw_measured_points(canvas: np.ndarray, result: Result, thickness: int = 2)
     if result.box is not None:
         points.append((box_top_midpoint(np.asarray(result.box, np.float64)), COLOURS["VTB"]))
     for point, colour in points:
-        centre = tuple(int(round(v)) for v in point)
+        centre = (round(float(point[0])), round(float(point[1])))
         cv2.circle(canvas, centre, radius, (255, 255, 255), thickness + 1, cv2.LINE_AA)
         cv2.circle(canvas, centre, radius, colour, thickness, cv2.LINE_AA)
 
