@@ -455,7 +455,7 @@ class Backend:
         return {"device": str(self.request), "provider": self.provider, "providers": self.session.get_providers(),
                 "device_id": self.plan.device_id if self.on_gpu else None, "cuda_graph": self.cuda_graph,
                 "capture_verified": self.capture_verified, "pinned_host_buffers": self._bound.pinned,
-                "readback": self.readback, "fallbacks": list(self.fallbacks)}
+                "readback": self.readback, "fallbacks": list(self.fallbacks), "notes": list(self.plan.notes)}
 
     def _stop_worker(self) -> None:
         if self._worker is not None:
