@@ -32,12 +32,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         ImageError: the file is missing, unreadable or not an image OpenCV can decode.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
     try:
+        if not path.is_file():
+            raise ImageError(f"{path}: image file not found")
         data = np.fromfile(str(path), dtype=np.uint8)
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except (OSError, cv2.error) as exc:
+    except OSError as exc:  # e.g. a folder on the way that may not be entered
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except cv2.error as exc:
         raise ImageError(f"{path}: not a readable image ({str(exc).strip()[:200]})") from None
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a readable image")
