@@ -56,8 +56,30 @@ def verification_frames(folder: Path | None, contract: Contract, count: int = VE
     return _prepare(raw_frames(folder, count), contract)
 
 
+def calibration_files(folder: Path) -> list[Path]:
+    """The image files int8 calibration reads from ``folder`` (a mask folder's train split, or an
+    image folder), or ExportError saying why there are none; cheap, so it runs before tracing."""
+    from usseg.runtime.errors import UssegError
+
+    from .errors import ExportError
+
+    if not folder.is_dir():
+        raise ExportError(f"--calibration {folder}: " + ("not a folder" if folder.exists() else "folder not found"))
+    try:
+        files = image_files(folder, split="train")
+    except FileNotFoundError as exc:
+        raise ExportError(f"--calibration {exc}") from None
+    except UssegError as exc:  # a mask folder whose split.csv or classes.json is wrong
+        raise ExportError(f"--calibration {folder}: {exc}") from None
+    except OSError as exc:
+        raise ExportError(f"--calibration {folder}: cannot be read ({exc.strerror or exc})") from None
+    if not files:
+        raise ExportError(f"--calibration {folder}: the mask folder lists no frames")
+    return files
+
+
 def calibration_frames(folder: Path, contract: Contract, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     """Preprocessed training frames ([H, W] float32 each) for int8 calibration."""
-    files = image_files(folder, split="train")
+    files = calibration_files(folder)
     step = max(1, len(files) // count)
     return [f[0] for f in _prepare(_read(files[::step][:count]), contract)]

@@ -15,7 +15,7 @@ from pathlib import Path
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
 
 from .errors import ExportError
-from .frames import calibration_frames, verification_frames
+from .frames import calibration_files, calibration_frames, verification_frames
 from .precisions import DEFAULT_PRECISION, OUTPUT_KINDS, PRECISIONS
 from .verify import Parity, check, compare, run_onnx
 
@@ -56,8 +56,7 @@ def check_inputs(opts: ExportOptions) -> None:
         if opts.calibration is None:
             raise ExportError(f"{precision.flag} needs --calibration DIR (a mask folder or an image folder "
                               f"of training frames)")
-        if not opts.calibration.is_dir():
-            raise ExportError(f"--calibration {opts.calibration}: not a folder")
+        calibration_files(opts.calibration)
     if opts.frames is not None and not opts.frames.is_dir():
         raise ExportError(f"--frames {opts.frames}: not a folder")
     if opts.graph_preprocess and opts.triton is not None:
