@@ -10,8 +10,17 @@ import torch
 from usseg.runtime.contract import Contract, InputSpec, PostprocessSpec, default_postprocess
 from usseg.runtime.preprocess import get_recipe
 from usseg.train.checkpoint import save_checkpoint
-from usseg.train.evaluate import box_iou, endpoint_error, evaluate, main, torch_predictor
+from usseg.train.evaluate import (
+    box_iou,
+    endpoint_error,
+    evaluate,
+    flip_average,
+    format_report,
+    main,
+    torch_predictor,
+)
 from usseg.train.maskfolder import open_mask_folder, write_classes, write_item, write_split
+from usseg.train.metrics import label_dice
 from usseg.train.model import build_model, get_model_config
 
 CLASSES = ("background", "nerve", "vessel")
@@ -53,6 +62,37 @@ def test_dice_of_a_known_prediction(two_frames):
     assert result["missed"] == {"nerve": 1, "vessel": 0}
     per_frame = {f["id"]: f["dice"] for f in result["per_frame"]}
     assert per_frame["a"] == {"nerve": pytest.approx(0.5), "vessel": None}
+
+
+def test_the_other_figures_of_a_known_prediction(two_frames):
+    result = evaluate(known_predictor, two_frames, "test")
+    # any frame with truth or prediction: nerve a 0.5, b 0.0; vessel a 0 (false positive), b 1.0
+    assert result["dice_any_frame"] == {"nerve": pytest.approx(0.25), "vessel": pytest.approx(0.5)}
+    # all pixels: nerve TP 50 of 100 predicted + 200 true; vessel TP 40 of 25 + 40 predicted + 40 true
+    assert result["dice_aggregate"]["nerve"] == pytest.approx(2 * 50 / 300)
+    assert result["dice_aggregate"]["vessel"] == pytest.approx(2 * 40 / 105)
+    assert result["mean_dice_aggregate"] == pytest.approx((100 / 300 + 80 / 105) / 2)
+    # the vessel is absent from frame a, predicted there: 1 false-positive frame of 1
+    assert result["false_positive"]["vessel"] == {"frames": 1, "absent": 1, "share": 1.0}
+    assert result["false_positive"]["nerve"] == {"frames": 0, "absent": 0, "share": None}  # never absent
+    assert result["detection_rate"] == {"nerve": 0.5, "vessel": 1.0}
+    assert set(result["definitions"]) >= {"dice", "dice_any_frame", "dice_aggregate", "false_positive",
+                                          "detection_rate", "hd95_px"}
+    per_frame = {f["id"]: f for f in result["per_frame"]}
+    assert per_frame["a"]["dice_any_frame"] == {"nerve": pytest.approx(0.5), "vessel": 0.0}
+    report = format_report(result)
+    for head in ("Dice present", "Dice any", "Dice pixels", "FP frames", "detected"):
+        assert head in report
+    assert "    1/1   " in report  # vessel: 1 false-positive frame of 1 without a vessel
+
+
+@pytest.mark.parametrize("pred, true, expected", [
+    ([[0, 0]], [[0, 0]], [np.nan, np.nan]),     # neither has anything: undefined, not 1
+    ([[1, 0]], [[0, 0]], [0.0, np.nan]),        # a false positive scores 0
+    ([[1, 2]], [[1, 1]], [2 / 3, 0.0]),          # 1 of 1 + 2 for nerve; vessel only predicted
+])
+def test_label_dice_of_empty_maps_is_undefined(pred, true, expected):
+    np.testing.assert_equal(label_dice(np.array(pred), np.array(true), 3), np.array(expected))
 
 
 def test_hd95_of_a_known_prediction(two_frames):
@@ -134,6 +174,26 @@ def test_cli_writes_json(two_frames, tmp_path, capsys):
     result = json.loads((tmp_path / "eval" / "eval_test.json").read_text())
     assert set(result["dice"]) == {"nerve", "vessel"} and "hd95_mm" in result and len(result["per_frame"]) == 2
     assert "nerve" in capsys.readouterr().out
+
+
+def test_mirror_tta_is_mirror_symmetric(tmp_path):
+    model, contract = _tiny_checkpoint(tmp_path / "m.pt")
+    frame = np.random.default_rng(1).integers(0, 255, (64, 80), dtype=np.uint8)  # the model's size: no padding
+    with_tta = torch_predictor(model, contract, tta=True)
+    # the average of a frame's scores and its mirror's is the same for the frame and its mirror
+    np.testing.assert_array_equal(with_tta(frame[:, ::-1].copy()), with_tta(frame)[:, ::-1])
+    x = torch.rand(1, 1, 64, 80)
+    with torch.no_grad():  # the scores are the mean of two softmaxes: still a distribution per pixel
+        torch.testing.assert_close(flip_average(model, x).sum(1), torch.ones(1, 64, 80))
+
+
+def test_cli_tta_is_recorded(two_frames, tmp_path, capsys):
+    _tiny_checkpoint(tmp_path / "m.pt")
+    assert main(["--model", str(tmp_path / "m.pt"), "--data", str(two_frames.root), "--tta",
+                 "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "eval_test_tta.json").read_text())
+    assert result["tta"] is True and result["ms_per_frame"] > 0
+    assert "mirror TTA" in capsys.readouterr().out
 
 
 def test_cli_refuses_class_mismatch(two_frames, tmp_path):

@@ -182,7 +182,7 @@ def test_choose_network_takes_the_widest_that_fits():
         timed.append(name)
         return Timing(step[name], 0.01)
 
-    index, timings = choose_network(["a", "b", "c"], timer, seconds=600, steps_per_epoch=10, min_steps=1500)
+    index, _ = choose_network(["a", "b", "c"], timer, seconds=600, steps_per_epoch=10, min_steps=1500)
     assert index == 1 and timed == ["a", "b", "c"]              # 600 / 0.3 = 2000 steps, 600 / 1.0 = 600
     timed.clear()
     index, _ = choose_network(["a", "b", "c"], timer, seconds=200, steps_per_epoch=10, min_steps=1500)

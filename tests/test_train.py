@@ -325,3 +325,147 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback(folder_dir, tmp_path, cap
     assert main(["--data", str(folder_dir), "--out", str(tmp_path / "run"), "--profile", "tiny",
                  "--device", "cuda", "--no-progress"]) == 2
     assert "sees no CUDA device" in caplog.text
+
+
+# -- configs, checkpoints ------------------------------------------------------------------------
+
+def test_config_files_load_and_do_not_copy_the_profiles():
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
+    assert files, "configs/ holds the configurations that are not profiles"
+    for path in files:
+        assert path.stem not in PROFILES, f"{path.name} duplicates the built-in profile {path.stem!r}"
+        resolve_config("demo", path)  # raises on an unknown key or a bad value
+
+
+class Payload:
+    """Any object that is not a tensor or a plain value: weights_only=True refuses to unpickle it."""
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"epoch": 0, "model_state_dict": {}, "model_config": {}, "contract": {}, "x": Payload()}, path)
+    with pytest.raises(ValueError, match=r"evil\.pt: not a readable usseg checkpoint"):
+        load_checkpoint(path)
+
+
+# -- boundary-loss guard -------------------------------------------------------------------------
+
+def test_boundary_loss_switched_off_when_val_dice_falls(folder_dir, tmp_path, monkeypatch, caplog):
+    scores = iter([0.6, 0.7, 0.5, 0.55, 0.6, 0.65])  # the HD term comes in at epoch 3 (index 2)
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (1.0, np.full(3, next(scores))))
+    cfg = tiny(epochs=6, hd_max=0.2, hd_start=0.3, hd_end=0.6, hd_guard=0.05)
+    trainer = loop.Trainer(cfg, folder_dir, tmp_path / "run", progress=False)
+    best_weights = {}
+    real_record = trainer.record
+
+    def record(entry, writer):
+        real_record(entry, writer)
+        if entry["epoch"] == 1:  # best.pt now holds epoch 2 (mean 0.7)
+            best_weights.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    monkeypatch.setattr(trainer, "record", record)
+    trainer.run()
+    weights = [h["hd_weight"] for h in trainer.history]
+    assert weights[0] == weights[1] == 0 and weights[2] > 0      # ramp started at epoch 3...
+    assert weights[3:] == [0, 0, 0] and trainer.hd_off == 2       # ...and was switched off after it
+    assert trainer.history[2]["hd_switched_off"] is True
+    assert "boundary loss switched off after epoch 3: mean val Dice fell to 0.5000 from 0.7000" in caplog.text
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["hd_switched_off"] == 2
+    assert state["best_val_score"] == pytest.approx(0.7)
+    assert best_weights  # the rollback restored best.pt's weights before epoch 4 trained
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    for key, value in best["model_state_dict"].items():
+        assert torch.equal(value, best_weights[key]), key
+
+
+def test_boundary_loss_kept_within_the_guard(folder_dir, tmp_path, monkeypatch):
+    scores = iter([0.6, 0.7, 0.68, 0.72])  # a dip of 0.02 < hd_guard
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (1.0, np.full(3, next(scores))))
+    trainer = loop.Trainer(tiny(epochs=4, hd_max=0.2, hd_start=0.5, hd_end=0.75), folder_dir, tmp_path / "run",
+                           progress=False)
+    trainer.run()
+    assert trainer.hd_off is None and trainer.history[-1]["hd_weight"] > 0
+
+
+# -- time budget ----------------------------------------------------------------------------------
+
+def test_budget_picks_the_network_and_sizes_the_epochs(folder_dir, tmp_path, monkeypatch):
+    from usseg.train.budget import Timing, size_run
+
+    def fake_time_steps(model, *args, **kwargs):  # wider networks are slower: 1 s per 1000 parameters
+        return Timing(step_s=sum(p.numel() for p in model.parameters()) / 1000, val_batch_s=0.5)
+
+    monkeypatch.setattr(loop, "time_steps", fake_time_steps)
+    monkeypatch.setattr(loop, "MIN_STEPS", 20)
+    narrow = {"channels": [2, 4, 8], "strides": [2, 2], "num_res_units": 1}   # ~0.5 k parameters
+    wide = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}   # ~10 k parameters
+    fitted = {}
+    summary = loop.train(tiny(), folder_dir, tmp_path / "run", progress=False, budget_s=60.0,
+                         candidates=[narrow, wide], on_fit=lambda cfg, reasons: fitted.update(cfg=cfg, why=reasons))
+    cfg = fitted["cfg"]
+    assert cfg.model_overrides == narrow                                     # wide: < 20 steps in 58 s
+    timing = fake_time_steps(loop.build_model(cfg.model_config(), 4))
+    # 8 train frames in batches of 4: 2 steps per epoch; 1 val batch; 3 % of the budget kept back,
+    # and whatever loading the data took (seconds; more on a busy machine) is not available either
+    assert size_run(0.97 * 60 - 30, timing, 2, 1).epochs <= cfg.epochs <= size_run(0.97 * 60, timing, 2, 1).epochs
+    assert {"model_overrides", "epochs", "val_every", "patience"} <= set(fitted["why"])
+    assert summary["budget"]["planned_epochs"] == cfg.epochs
+    assert summary["last_epoch"] + 1 == cfg.epochs or summary["stopped_early"]  # the patience is sized too
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_overrides"] == narrow
+
+
+def test_slow_machine_shortens_the_run(folder_dir, tmp_path, caplog):
+    from usseg.train.budget import Clock
+
+    trainer = loop.Trainer(tiny(epochs=10), folder_dir, tmp_path / "run", progress=False)
+    trainer.clock = Clock(deadline=350.0, now=lambda: 100.0 * (trainer.epoch + 1))  # 100 s per epoch
+    summary = trainer.run()
+    assert trainer.cfg.epochs == 3 and summary["last_epoch"] == 2           # 350 s: three epochs
+    assert "val_dice" in trainer.history[-1]                                  # the last one validated
+    assert "3 epochs instead of 10" in caplog.text
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 3
+
+
+# -- the run folder ---------------------------------------------------------------------------------
+
+def test_stale_temporaries_are_removed_at_start(folder_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".best.pt.k2j3.tmp.pt", run / ".last.pt.x8f1.usseg-tmp.pt"]
+    for path in stale:
+        path.write_bytes(b"")
+    keep = run / "notes.tmp.pt"  # not a hidden temporary: the user's
+    keep.write_bytes(b"x")
+    loop.train(tiny(epochs=1), folder_dir, run, progress=False)
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def test_ctrl_c_says_where_to_resume_in_one_line(folder_dir, tmp_path, monkeypatch, caplog, capsys):
+    real_epoch, calls = loop.train_epoch, []
+
+    def interrupt_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop, "train_epoch", interrupt_second_epoch)
+    run = tmp_path / "run"
+    code = main(["--data", str(folder_dir), "--out", str(run), "--profile", "tiny", "--epochs", "3", "--no-progress"])
+    assert code == 130
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    hint = f"interrupted; {run / 'last.pt'} holds epoch 1: resume with  usseg train --data {folder_dir} --out {run} --resume"
+    assert errors == [hint]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_train_without_a_profile_plans_from_the_data(folder_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["--data", str(folder_dir), "--out", str(run), "--epochs", "1", "--no-progress"]) == 0
+    plan = json.loads((run / "plan.json").read_text())
+    used = json.loads((run / "config.json").read_text())
+    assert plan["reasons"]["hd_max"].startswith("0, DiceCE only") and used["hd_max"] == 0
+    assert used["model_overrides"]["height"] == 64 and used["model_overrides"]["width"] == 80  # small frames: full size
+    assert used["epochs"] == 1 and used["recipe"] == "realtime"
+    assert json.loads((run / "fingerprint.json").read_text())["frames"] == {"train": 9, "val": 0, "test": 3}

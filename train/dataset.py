@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass
 
@@ -111,7 +112,10 @@ class SegDataset(Dataset):
 
 
 def _worker_init(worker_id: int) -> None:
-    """One thread per worker (the main process owns the cores for the model) and seeded RNGs."""
+    """One thread per worker (the main process owns the cores for the model) and seeded RNGs.
+    Ctrl-C is left to the main process, which says where the run can be resumed; a worker would
+    print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

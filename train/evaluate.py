@@ -23,8 +23,9 @@ import argparse
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -102,19 +103,20 @@ def torch_device(device: str) -> str:
     return device
 
 
-def load_predictor(path: str | Path, device: str = "auto") -> tuple[Predictor, Contract]:
-    """A checkpoint (.pt) or an exported model (.onnx) as (predictor, contract)."""
+def load_predictor(path: str | Path, device: str = "auto", tta: bool = False) -> tuple[Predictor, Contract]:
+    """A checkpoint (.pt) or an exported model (.onnx) as (predictor, contract); ``tta``: mirror
+    test-time augmentation (the Segmenter's ``flip_tta`` for an exported model)."""
     path = Path(path)
     if path.suffix == ".onnx":
         from usseg.runtime import Segmenter
 
-        seg = Segmenter(path, device=device)
+        seg = Segmenter(path, device=device, flip_tta=tta)
         return (lambda frame: seg(frame).labels), seg.contract
     from .checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(path)
     contract = checkpoint_contract(state, path)
-    return torch_predictor(model_from_checkpoint(state, path), contract, torch_device(device)), contract
+    return torch_predictor(model_from_checkpoint(state, path), contract, torch_device(device), tta), contract
 
 
 def endpoint_error(pred: np.ndarray, true: np.ndarray) -> float:
@@ -285,6 +287,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, help="pixel spacing in mm, adds HD95 in mm")
     add_out_option(p, "output folder: eval_<split>.json with per-frame scores", required=False)
     add_device_option(p)
+    p.add_argument("--tta", action="store_true",
+                   help="mirror test-time augmentation: average the class scores of each frame and its left-right "
+                        "mirror (two forward passes per frame; ms_per_frame in the JSON gives the cost)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -293,15 +298,16 @@ def run(args: argparse.Namespace) -> int:
     folder = open_mask_folder(args.data)
     if args.out is not None:
         make_dirs(args.out)
-    predictor, contract = load_predictor(args.model, args.device)
+    predictor, contract = load_predictor(args.model, args.device, args.tta)
     if tuple(contract.classes) != tuple(folder.classes):
         raise DataError(f"{args.model}: classes {list(contract.classes)} differ from {args.data}'s {list(folder.classes)}")
     result = evaluate(predictor, folder, args.split, contract.postprocess, args.spacing, progress=True)
-    result = {"model": str(args.model), "data": str(args.data), **result}
-    print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames, at original size)")
+    result = {"model": str(args.model), "data": str(args.data), "tta": bool(args.tta), **result}
+    print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames, at original size"
+          f"{', mirror TTA' if args.tta else ''}; {result['ms_per_frame']:.1f} ms per frame)")
     print(format_report(result))
     if args.out is not None:
-        path = args.out / f"eval_{args.split}.json"
+        path = args.out / f"eval_{args.split}{'_tta' if args.tta else ''}.json"
         write_json(path, result)
         print(f"wrote {path}")
     return 0

@@ -247,10 +247,11 @@ class Trainer:
         self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
                            patience=size.patience)
         if len(options) > 1:
-            reasons["model_overrides"] = (
-                f"{_describe(self.cfg.model_config())}: the widest of {len(options)} candidates timed on this machine "
-                f"that reaches {MIN_STEPS} optimiser steps in the budget ({size.steps} at "
-                f"{timings[index].step_s:.3f} s each)")
+            which = (f"the widest of {len(options)} candidates timed on this machine that reaches {MIN_STEPS} "
+                     if size.steps >= MIN_STEPS else
+                     f"the narrowest of {len(options)} candidates: none reaches {MIN_STEPS} ")
+            reasons["model_overrides"] = (f"{_describe(self.cfg.model_config())}: {which}optimiser steps in the "
+                                          f"budget ({size.steps} at {timings[index].step_s:.3f} s each)")
         reasons["epochs"] = (f"{size.epochs} epochs of {steps_per_epoch} steps at {timings[index].step_s:.3f} s per "
                              f"step fill {seconds / 60:.1f} min with validation (estimate {size.seconds / 60:.1f} min)")
         reasons["val_every"] = f"every {size.val_every} epochs: about 20 validations in the run"
