@@ -81,9 +81,12 @@ def test_plans_differ_as_the_data_sets_do(phantom_like, usgra_like):
     # structure sizes vary far more in the blobs: a wider scale range
     assert phantom.config.augment_params().scale == pytest.approx(0.1)
     assert usgra.config.augment_params().scale == pytest.approx(0.2)
-    # every data set: DiceCE only, no NLM, the data set's own val split
+    # the boundary loss only for the lines (6 px at input size), never for the blobs
+    assert phantom.config.hd_max == 0.2 and "thinnest structures are 6.0 px wide" in phantom.reasons["hd_max"]
+    assert usgra.config.hd_max == 0 and usgra.reasons["hd_max"].startswith("0, DiceCE only")
+    # every data set: no NLM, the data set's own val split
     for plan in (phantom, usgra):
-        assert plan.config.hd_max == 0 and plan.config.recipe == "realtime"
+        assert plan.config.recipe == "realtime"
         assert "val split (1 frames)" in plan.reasons["val_fraction"]
     # no budget: 4,000 optimiser steps of batch 4 (3 and 4 train frames here: one step per epoch)
     assert phantom.config.epochs == usgra.config.epochs == 4000 and phantom.config.batch_size == 4

@@ -465,7 +465,7 @@ def test_train_without_a_profile_plans_from_the_data(folder_dir, tmp_path):
     assert main(["--data", str(folder_dir), "--out", str(run), "--epochs", "1", "--no-progress"]) == 0
     plan = json.loads((run / "plan.json").read_text())
     used = json.loads((run / "config.json").read_text())
-    assert plan["reasons"]["hd_max"].startswith("0, DiceCE only") and used["hd_max"] == 0
+    assert used["hd_max"] == 0.2 and "thinnest structures are" in plan["reasons"]["hd_max"]  # 5-px lines
     assert used["model_overrides"]["height"] == 64 and used["model_overrides"]["width"] == 80  # small frames: full size
     assert used["epochs"] == 1 and used["recipe"] == "realtime"
     assert json.loads((run / "fingerprint.json").read_text())["frames"] == {"train": 9, "val": 0, "test": 3}
