@@ -96,7 +96,7 @@ def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, 
             lines.append(f"end to end {r.precision} {r.variant}: {r.median_ms:.1f} ms/frame vs seed-style "
                          f"{base.median_ms:.1f} ms -> {base.median_ms / r.median_ms:.2f}x")
     lines.append("steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    lines.append(f"report: {out / 'report.md'}")
+    lines.append(f"report: {(out / 'report.html').absolute().as_uri()} (also {out / 'report.md'})")
     return "\n".join(lines)
 
 
@@ -180,14 +180,65 @@ def stream_summary(folder: Path) -> dict:
 
 
 def write_report(out: Path, text: str, infer: dict) -> None:
+    """report.md, and report.html beside it: the same report in one file with its images inside."""
+    from usseg.runtime.fileio import write_text
+
     overlays = sorted((out / "infer").glob("*_overlay.png"))[:6]
     parts = ["# usseg demo report", "", "```", text, "```", "", "## Training curves", "", "![curves](curves.png)", "",
-             "## Overlays (test split)", ""]
+             "## Overlays (test split)", "",
+             "Masks tinted, MID and EPI lines, the VTB box, and the readouts (README: Readouts).", ""]
     parts += [f"![{p.stem}](infer/{p.name})" for p in overlays]
     if (out / "bench" / "benchmark.md").is_file():
         parts += ["", "## Benchmark", "", (out / "bench" / "benchmark.md").read_text(), "",
                   "![benchmark](bench/benchmark.png)"]
-    (out / "report.md").write_text("\n".join(parts) + "\n")
+    parts += ["", "## Provenance", "", *provenance_lines(infer.get("provenance") or {})]
+    markdown_text = "\n".join(parts) + "\n"
+    write_text(out / "report.md", markdown_text)
+    write_text(out / "report.html", html_report(markdown_text, out))
+
+
+def provenance_lines(prov: dict) -> list[str]:
+    """The model and software the report's results came from, as a Markdown list."""
+    if not prov:
+        return ["(not recorded)"]
+    recipe = prov.get("recipe") or {}
+    items = [("model", prov.get("model")), ("SHA-256", prov.get("sha256")),
+             ("classes", ", ".join(prov.get("classes", []))), ("recipe", recipe.get("name") if isinstance(recipe, dict) else recipe), ("provider", prov.get("provider")),
+             ("usseg", prov.get("usseg")), ("ONNX Runtime", prov.get("onnxruntime")), ("time", prov.get("time"))]
+    return [f"- {name}: `{value}`" for name, value in items if value]
+
+
+REPORT_STYLE = """body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+pre{background:#f4f4f4;padding:1em;overflow-x:auto}code{font-size:90%}img{max-width:100%;margin:4px 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#eee}td:first-child,th:first-child{text-align:left}"""
+
+
+def html_report(markdown_text: str, folder: Path) -> str:
+    """One self-contained HTML page: Markdown rendered by python-markdown, and every image it
+    links to (relative to ``folder``) embedded as a data URI, so it opens anywhere with one click."""
+    import base64
+    import html
+    import re
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+
+    def embed(match: re.Match) -> str:
+        src = html.unescape(match.group(2))
+        path = (folder / src).resolve()
+        if "://" in src or not path.is_file() or folder.resolve() not in path.parents:
+            return match.group(0)
+        kind = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(path.suffix.lower())
+        if kind is None:
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'{match.group(1)}"data:{kind};base64,{data}"'
+
+    body = re.sub(r'(<img\b[^>]*?\bsrc=)"([^"]+)"', embed, body)
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>usseg demo report</title>"
+            f"<style>{REPORT_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
 main = alias_main("demo")
