@@ -315,3 +315,15 @@ def _peer_closed(connection: socket.socket) -> bool:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def start_view(seg: Any, *, source: str, calibration: Any, stats: Any, host: str = "127.0.0.1",
+               port: int = 0) -> LiveView:
+    """The live view of ``usseg stream --view``: provenance, source and spacing on the page."""
+    from ..provenance import provenance
+
+    view = LiveView(host, port, info={"model": provenance(seg), "source": str(source),
+                                      "calibration": calibration.to_dict()}, stats=stats)
+    log.info("live view at %s (from another machine: ssh -L %d:localhost:%d HOST, then open "
+             "http://localhost:%d/)", view.url, view.port, view.port, view.port)
+    return view
