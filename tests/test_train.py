@@ -400,9 +400,12 @@ def test_budget_picks_the_network_and_sizes_the_epochs(folder_dir, tmp_path, mon
     monkeypatch.setattr(loop, "MIN_STEPS", 20)
     narrow = {"channels": [2, 4, 8], "strides": [2, 2], "num_res_units": 1}   # ~0.5 k parameters
     wide = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}   # ~10 k parameters
-    fitted = {}
-    summary = loop.train(tiny(), folder_dir, tmp_path / "run", progress=False, budget_s=60.0,
-                         candidates=[narrow, wide], on_fit=lambda cfg, reasons: fitted.update(cfg=cfg, why=reasons))
+    fitted, threads = {}, torch.get_num_threads()
+    try:
+        summary = loop.train(tiny(), folder_dir, tmp_path / "run", progress=False, budget_s=60.0,
+                             candidates=[narrow, wide], on_fit=lambda cfg, why: fitted.update(cfg=cfg, why=why))
+    finally:
+        torch.set_num_threads(threads)  # the budget may keep one thread; other tests keep theirs
     cfg = fitted["cfg"]
     assert cfg.model_overrides == narrow                                     # wide: < 20 steps in 58 s
     timing = fake_time_steps(loop.build_model(cfg.model_config(), 4))

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # usgra-seg was still gaining at 2,500 steps and peaked near 3,700 (docs/real-data.md); the
 # phantom trained well in 1,300 steps, not in 325 (docs/ablation.md).
 MIN_STEPS = 3000
+FEW_STEPS = 1000               # below this a warning: the phantom failed at 325 steps, trained at 1,300
 TARGET_VALIDATIONS = 20        # validations over a run: enough to pick a checkpoint and stop early
 PATIENCE_SHARE = 0.3           # early stop after this share of the validations without gain
 RESERVE = 0.03                 # of the budget, kept for checkpoint writes and the final summary

@@ -43,7 +43,7 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
-from .budget import MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
+from .budget import FEW_STEPS, MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -241,9 +241,9 @@ class Trainer:
         index, timings = choose_network(range(len(options)), lambda i: timed.get(i) or timer(options[i]), seconds,
                                         steps_per_epoch)
         size = size_run(seconds, timings[index], steps_per_epoch, val_batches)
-        if size.steps < MIN_STEPS:
-            log.warning("the budget gives %d optimiser steps (%s s each); fewer than %d rarely train a good model",
-                        size.steps, f"{timings[index].step_s:.3f}", MIN_STEPS)
+        if size.steps < FEW_STEPS:
+            log.warning("the budget gives %d optimiser steps (%s s each); with fewer than %d the phantom did not "
+                        "train well (docs/ablation.md)", size.steps, f"{timings[index].step_s:.3f}", FEW_STEPS)
         self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
                            patience=size.patience)
         if len(options) > 1:
