@@ -13,14 +13,17 @@ geometry and timings. A bad file is reported and skipped; the exit code is 1 whe
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .cli import add_device_option, add_out_option, alias_main
-from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
+from .cli import _os_message, add_device_option, add_out_option, alias_main
+from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
 from .fileio import make_dirs, write_json, write_png
 from .overlay import draw_overlay
 from .preprocess import FrameError
@@ -54,26 +57,81 @@ def open_segmenter(args: argparse.Namespace):
     return TritonSegmenter(args.triton, args.model_name, spacing_mm=args.spacing)
 
 
-def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, quiet: bool = False) -> dict:
-    """Segment every frame of every file; returns the results.json document."""
-    records, failures = [], []
-    for path in tqdm(files, desc="usseg predict", unit="img", disable=quiet):
-        try:
-            frames = read_frames(path)
-            for n, frame in enumerate(frames):
-                stem = path.stem if len(frames) == 1 else f"{path.stem}_{n:04d}"
-                result = seg(frame)
-                write_png(out / f"{stem}_overlay.png", draw_overlay(frame, result))
-                if save_masks:
-                    write_png(out / f"{stem}_mask.png", result.labels)
-                records.append({"file": str(path), "frame": n, "size": list(result.labels.shape), **result.to_dict()})
-        except (InputError, FrameError) as exc:
-            log.error("skipped: %s", exc if str(path) in str(exc) else f"{path}: {exc}")
-            failures.append({"file": str(path), "error": str(exc)})
+class OutputNames:
+    """Every input its own output files in the flat --out folder: the input's stem, or ``stem-2``,
+    ``stem-3``... when an earlier input of the run already took it (``a/x.png b/x.png a/x.jpg``).
+    Names are compared case-folded (a case-blind disk would merge ``X`` and ``x``), and the names
+    of inputs that lie in --out itself are never taken, so no input is overwritten."""
+
+    KINDS = ("_overlay.png", "_mask.png")
+
+    def __init__(self, out: Path, inputs: list[Path]) -> None:
+        folder = os.path.realpath(out)
+        self.taken = {"results.json"} | {p.name.casefold() for p in inputs
+                                          if os.path.dirname(os.path.realpath(p)) == folder}
+
+    def claim(self, path: Path, frames: int) -> list[str]:
+        """The stems of one file's frames (``stem`` for one frame, ``stem_0000``... for a cine)."""
+        for n in itertools.count(1):
+            stem = path.stem if n == 1 else f"{path.stem}-{n}"
+            stems = [stem] if frames == 1 else [f"{stem}_{i:04d}" for i in range(frames)]
+            names = {f"{s}{kind}".casefold() for s in stems for kind in self.KINDS}
+            if not names & self.taken:
+                self.taken |= names
+                return stems
+        raise AssertionError("unreachable")
+
+
+def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, quiet: bool = False,
+                failures: list[dict] | None = None) -> dict:
+    """Segment every frame of every file; returns the results.json document. A file that cannot
+    be read, segmented or written is a failure of that file alone: reported, listed, skipped."""
+    records: list[dict] = []
+    failures = list(failures or [])
+    outputs: dict[str, list[str]] = {}
+    names = OutputNames(out, files)
+    interrupted = False
+    try:
+        for path in tqdm(files, desc="usseg predict", unit="img", disable=quiet):
+            try:
+                frames = read_frames(path)
+                written: list[str] = []
+                for n, (stem, frame) in enumerate(zip(names.claim(path, len(frames)), frames)):
+                    result = seg(frame)
+                    files_of_frame = {"overlay": f"{stem}_overlay.png"}
+                    _save(out / files_of_frame["overlay"], draw_overlay(frame, result))
+                    if save_masks:
+                        files_of_frame["mask"] = f"{stem}_mask.png"
+                        _save(out / files_of_frame["mask"], result.labels)
+                    written += files_of_frame.values()
+                    records.append({"file": str(path), "frame": n, **files_of_frame,
+                                    "size": list(result.labels.shape), **result.to_dict()})
+                outputs[str(path)] = written
+            except (InputError, FrameError, OutputError, OSError) as exc:
+                message = _os_message(exc) if isinstance(exc, OSError) else str(exc)
+                message = message if str(path) in message else f"{path}: {message}"
+                log.error("skipped: %s", message)
+                failures.append({"file": str(path), "error": message})
+    except KeyboardInterrupt:
+        interrupted = True  # what is done so far is still reported
     timing = _timing_summary(records)
-    return {"model": str(seg.path), "provider": seg.provider, "classes": list(seg.contract.classes),
-            "recipe": seg.contract.recipe.name, "spacing_mm": seg.spacing_mm, "frames": records,
-            "failures": failures, "timings_ms_median": timing}
+    doc = {"model": str(seg.path), "provider": seg.provider, "classes": list(seg.contract.classes),
+           "recipe": seg.contract.recipe.name, "spacing_mm": seg.spacing_mm, "frames": records,
+           "failures": failures, "outputs": outputs, "timings_ms_median": timing}
+    if interrupted:
+        doc["interrupted"] = True
+    return doc
+
+
+class OutputError(UssegError):
+    """An output file that cannot be written; the message names it."""
+
+
+def _save(path: Path, image: np.ndarray) -> None:
+    try:
+        write_png(path, image)
+    except OSError as exc:  # named by the file it was meant to be, not by its temporary name
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def _timing_summary(records: list[dict]) -> dict:
@@ -84,15 +142,23 @@ def _timing_summary(records: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.spacing is not None and not args.spacing > 0:
-        raise UsageError(f"--spacing {args.spacing}: must be > 0 (mm per pixel)")
-    files = expand_inputs(args.inputs)
+    if args.spacing is not None and not (math.isfinite(args.spacing) and args.spacing > 0):
+        raise UsageError(f"--spacing {args.spacing}: must be a number > 0 (mm per pixel)")
+    unlisted: list[tuple[str, str]] = []
+    files = expand_inputs(args.inputs, errors=unlisted)
     if not files:
-        raise InputError(f"no input images found in {args.inputs}")
+        reasons = "; ".join(message for _, message in unlisted)
+        raise InputError(f"no input images found in {args.inputs}" + (f" ({reasons})" if reasons else ""))
+    for _, message in unlisted:
+        log.error("skipped: %s", message)
     make_dirs(args.out)
     seg = open_segmenter(args)
-    doc = infer_files(seg, files, args.out, args.save_masks, quiet=args.no_progress or args.quiet > 0)
+    doc = infer_files(seg, files, args.out, args.save_masks, quiet=args.no_progress or args.quiet > 0,
+                      failures=[{"file": item, "error": message} for item, message in unlisted])
     write_json(args.out / "results.json", doc)
+    if doc.get("interrupted"):
+        log.error("interrupted (Ctrl-C) after %d frames; wrote %s", len(doc["frames"]), args.out / "results.json")
+        return 130
     t = doc["timings_ms_median"]
     print(f"usseg predict: {len(doc['frames'])} frames, {len(doc['failures'])} failed, on {seg.provider}; "
           f"median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + f"; wrote {args.out}/results.json")

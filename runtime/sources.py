@@ -4,6 +4,7 @@ plain iterables of numpy frames (the way a frame-grabber SDK feeds them)."""
 from __future__ import annotations
 
 import glob
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,37 @@ class InputError(UssegError, ValueError):
     """An input file or source that cannot be read; the message names it."""
 
 
+class SourceError(InputError):
+    """A stream source that opened but broke while being read (a camera unplugged, a video file
+    that ends before the frames it declares)."""
+
+
 # -- single files ---------------------------------------------------------------------------------
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images in name order."""
+def expand_inputs(inputs: list[str | Path], errors: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files as given, folders expanded to their images in name order; a file given twice (by any
+    path to it) is kept once. A folder that cannot be listed raises InputError, or with ``errors``
+    is appended there as (folder, message) and skipped."""
     out: list[Path] = []
+    seen: set[str] = set()
     for item in map(Path, inputs):
-        if item.is_dir():
-            out.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES))
-        else:
-            out.append(item)
+        try:
+            is_dir = item.is_dir()
+        except OSError:
+            is_dir = False  # reading it as a file reports why, for this file alone
+        try:
+            files = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES) \
+                if is_dir else [item]
+        except OSError as exc:
+            message = f"{item}: cannot list this folder ({exc.strerror or exc})"
+            if errors is None:
+                raise InputError(message) from None
+            errors.append((str(item), message))
+            continue
+        for path in files:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                out.append(path)
     return out
 
 
@@ -40,6 +63,8 @@ def read_image(path: Path) -> np.ndarray:
         return imageio.read_image(path)
     except ImageError as exc:
         raise InputError(str(exc)) from None
+    except OSError as exc:  # e.g. a folder on the way that may not be entered
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -60,6 +85,8 @@ def read_dicom_info(path: Path) -> tuple[np.ndarray, DicomInfo]:
         return dicom.read_dicom(path)
     except ImageError as exc:
         raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 # -- streams ----------------------------------------------------------------------------------------
@@ -99,15 +126,25 @@ class VideoSource(Source):
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and fps > 0 else None
         self.is_camera = isinstance(target, int)
+        declared = self.capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.declared_frames = int(declared) if not self.is_camera and declared and declared > 0 else None
 
     def frames(self) -> Iterator[Frame]:
         index = 0
         while True:
             ok, image = self.capture.read()
             if not ok:
-                return  # end of file, or a camera that stopped
+                break
             yield Frame(index, image, time.perf_counter())
             index += 1
+        # A camera has no end: a failed read means it went away. A file whose header declares more
+        # frames than could be read is truncated or unreadable part way (one frame of slack: some
+        # containers only estimate the count).
+        if self.is_camera:
+            raise SourceError(f"{self.name}: stopped delivering frames after {index} (unplugged or failed)")
+        if self.declared_frames is not None and index + 1 < self.declared_frames:
+            raise SourceError(f"{self.name}: could read only {index} of the {self.declared_frames} frames "
+                              f"the file declares (truncated or damaged)")
 
     def close(self) -> None:
         self.capture.release()
@@ -124,9 +161,11 @@ class FileSequenceSource(Source):
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.files):
             try:
-                yield Frame(index, read_image(path), time.perf_counter())
-            except InputError as exc:
+                image = read_image(path)
+            except InputError as exc:  # this frame fails, the stream goes on
                 yield Frame(index, None, time.perf_counter(), str(exc))
+            else:
+                yield Frame(index, image, time.perf_counter())
 
 
 class ArraySource(Source):
