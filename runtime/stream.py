@@ -2,8 +2,9 @@
 
 Capture runs in its own thread. Policy ``latest`` keeps only the newest frames (stale ones are
 dropped and counted), the way a live probe should be shown; ``all`` processes every frame, for
-offline files. Bad frames are reported and skipped; a source that stalls ends the stream after a
-timeout; nothing here can hang the process.
+offline files. Bad frames are reported and skipped; a source that breaks ends the stream at once,
+one that stalls after a timeout, and ``StreamStats.source_error`` says why; nothing here can hang
+the process.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class StreamStats:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     ended_by: str = "end of source"
+    source_error: str | None = None  # why the source broke or stalled; None when it ended normally
 
     @property
     def elapsed_s(self) -> float:
@@ -67,7 +69,11 @@ class StreamStats:
         return {"captured": self.captured, "processed": self.processed, "dropped": self.dropped,
                 "failed": self.failed, "seconds": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
                 "latency_ms_p50": self.latency(50), "latency_ms_p99": self.latency(99),
-                "ended_by": self.ended_by, "errors": self.errors[:20]}
+                "ended_by": self.ended_by, "source_error": self.source_error, "errors": self.errors[:20]}
+
+    def source_failed(self, reason: str) -> None:
+        self.source_error = reason
+        self.ended_by = f"source failed: {reason}"
 
 
 class GeometrySmoother:
@@ -144,9 +150,10 @@ class _Capture(threading.Thread):
                     frame.captured = time.perf_counter()
                 self.stats.captured += 1
                 self._put(frame)
-        except Exception as exc:  # a source that breaks ends the stream, it does not hang it
-            self.stats.errors.append(f"source failed: {exc}")
-            log.error("source %s failed: %s", self.source.name, exc)
+        except Exception as exc:  # noqa: BLE001  (a source that breaks ends the stream, it does not hang it)
+            if not self.stop.is_set():  # not the release of a source the consumer already left
+                self.stats.source_failed(str(exc))
+                log.error("source %s failed: %s", self.source.name, exc)
         finally:
             self._put(_END)
 
@@ -175,6 +182,7 @@ def stream(segmenter, source: Any, *, policy: str = "latest", queue_size: int | 
             try:
                 item = q.get(timeout=stall_timeout)
             except queue.Empty:
+                stats.source_error = f"no frame for {stall_timeout:.1f} s"
                 stats.ended_by = f"source stalled for {stall_timeout:.1f} s"
                 log.warning("%s: %s", src.name, stats.ended_by)
                 return

@@ -13,17 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from .cli import add_device_option, add_model_option, add_out_option, alias_main
-from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
+from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
 from .fileio import atomic_path, make_dirs, write_json
 from .overlay import draw_overlay
 from .segmenter import Segmenter
+from .sources import InputError, open_source
 from .stream import POLICIES, StreamStats, stream
 
 log = logging.getLogger("usseg.stream")
@@ -52,53 +57,103 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model loads."""
     if args.smooth is not None and not 0 < args.smooth <= 1:
         raise UsageError(f"--smooth {args.smooth}: alpha must be in (0, 1]")
-    if not args.stall_timeout > 0:
-        raise UsageError(f"--stall-timeout {args.stall_timeout}: must be > 0 seconds")
-    if args.fps is not None and not args.fps > 0:
-        raise UsageError(f"--fps {args.fps}: must be > 0")
-    if args.spacing is not None and not args.spacing > 0:
-        raise UsageError(f"--spacing {args.spacing}: must be > 0 (mm per pixel)")
+    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
+        raise UsageError(f"--stall-timeout {args.stall_timeout}: must be a number of seconds > 0")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise UsageError(f"--fps {args.fps}: must be a number > 0")
+    if args.spacing is not None and not (math.isfinite(args.spacing) and args.spacing > 0):
+        raise UsageError(f"--spacing {args.spacing}: must be a number > 0 (mm per pixel)")
+    if args.out is not None:
+        check_out_folder(args.out)
+        if args.video != "none":
+            check_video_format(args.video)
+
+
+def check_out_folder(out: Path) -> None:
+    """--out is (or can become) a writable folder; nothing is created yet."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not a writable folder")
+
+
+def check_video_format(video: str) -> None:
+    """This OpenCV build can write the overlay container: found out on a tiny clip, not after the
+    whole source has been processed."""
+    with tempfile.TemporaryDirectory(prefix="usseg-video-check-") as folder:
+        writer = cv2.VideoWriter(str(Path(folder) / f"check.{video}"), cv2.VideoWriter_fourcc(*VIDEO_FORMATS[video]),
+                                 25.0, (64, 48))
+        try:
+            ok = writer.isOpened()
+            if ok:
+                writer.write(np.zeros((48, 64, 3), np.uint8))
+        finally:
+            writer.release()
+    if not ok:
+        others = [v for v in VIDEO_FORMATS if v != video]
+        raise UsageError(f"--video {video}: this OpenCV build cannot write {video} ({VIDEO_FORMATS[video]}); "
+                         f"use --video {' or '.join(others)} or --video none")
+
+
+class OutputError(UssegError):
+    """An output that cannot be written."""
 
 
 class Outputs:
-    """Overlay video, JSON lines and summary in one folder, written to temporary files and moved
-    into place when the stream ends (also after Ctrl-C)."""
+    """Overlay video, JSON lines and summary in one folder. Nothing is created before the source
+    delivers its first frame; each file is written under a temporary name and moved into place
+    when the stream ends (also after Ctrl-C), so a stream that never starts leaves --out as it was."""
 
     def __init__(self, folder: Path | None, video: str, fps: float) -> None:
         self.folder, self.fps = folder, fps
+        self.video_path = None if folder is None or video == "none" else folder / f"overlay.{video}"
+        self.fourcc = VIDEO_FORMATS.get(video)
         self.writer = None
         self.json_file = None
         self._video_ctx = self._json_ctx = None
-        if folder is None:
-            return
-        make_dirs(folder)
-        self.video_path = None if video == "none" else folder / f"overlay.{video}"
-        self.fourcc = VIDEO_FORMATS.get(video)
-        self._json_ctx = atomic_path(folder / "results.jsonl")
+        self.broken = False  # the video could not be written: nothing is kept
+
+    def _open(self) -> None:
+        make_dirs(self.folder)
+        self._json_ctx = atomic_path(self.folder / "results.jsonl")
         self.json_file = open(self._json_ctx.__enter__(), "w")
+
+    def _open_video(self, height: int, width: int) -> None:
+        self._video_ctx = atomic_path(self.video_path)
+        tmp = self._video_ctx.__enter__()
+        self.writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
+        if not self.writer.isOpened():
+            self.writer, self.broken = None, True
+            self._video_ctx.__exit__(OutputError, None, None)
+            self._video_ctx = None
+            raise OutputError(f"{self.video_path}: OpenCV cannot write {width}x{height} frames in this container; "
+                              f"try --video {'avi' if self.video_path.suffix == '.mp4' else 'mp4'} or --video none")
 
     def write(self, item, overlay) -> None:
         if self.folder is None:
             return
         if self.video_path is not None:
             if self.writer is None:
-                self._video_ctx = atomic_path(self.video_path)
-                tmp = self._video_ctx.__enter__()
-                h, w = overlay.shape[:2]
-                self.writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+                self._open_video(*overlay.shape[:2])
             self.writer.write(overlay)
+        if self.json_file is None:
+            self._open()
         record = {"index": item.index, "latency_ms": round(item.latency_ms, 3), **item.result.to_dict()}
         self.json_file.write(json.dumps(record) + "\n")
 
     @property
     def wants_overlay(self) -> bool:
-        return self.folder is not None and self.video_path is not None
+        return self.video_path is not None
 
     def close(self, summary: dict) -> list[Path]:
-        """Move the outputs into place; returns what was written."""
+        """Move the outputs into place; returns what was written. A stream that captured no frame
+        writes nothing (existing files stay as they were)."""
         written: list[Path] = []
-        if self.folder is None:
+        if self.folder is None or self.broken or (self.json_file is None and not summary["captured"]):
             return written
+        if self.json_file is None:  # frames came, none could be segmented: still a result
+            self._open()
         if self.writer is not None:
             self.writer.release()
             self._video_ctx.__exit__(None, None, None)
@@ -113,14 +168,20 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     is_camera = args.source.isdigit()
     policy = args.policy or ("latest" if is_camera else "all")
-    seg = Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
+    source = open_source(args.source, args.fps)  # a source that does not open stops here, nothing written
+    try:
+        seg = Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
+    except BaseException:
+        source.close()
+        raise
     stats = StreamStats()
-    outputs = Outputs(args.out, args.video, args.fps or 25.0)
+    outputs = Outputs(args.out, args.video, args.fps or source.fps or 25.0)
     last_status = 0.0
     live = sys.stderr.isatty()
     written: list[Path] = []
+    interrupted = False
     try:
-        for item in stream(seg, args.source, policy=policy, pace=args.pace, fps=args.fps, smoothing=args.smooth,
+        for item in stream(seg, source, policy=policy, pace=args.pace, fps=args.fps, smoothing=args.smooth,
                            stall_timeout=args.stall_timeout, stats=stats):
             overlay = draw_overlay(item.frame, item.result) if (outputs.wants_overlay or args.show) else None
             outputs.write(item, overlay)
@@ -136,16 +197,22 @@ def run(args: argparse.Namespace) -> int:
     except cv2.error as exc:
         raise UsageError(f"display failed ({str(exc).splitlines()[0]}); use --out instead of --show "
                          f"on a headless OpenCV") from None
+    except OutputError as exc:
+        stats.ended_by = f"output failed: {exc}"
+        raise
     except KeyboardInterrupt:
         stats.ended_by = "interrupted (Ctrl-C)"
+        interrupted = True
     finally:
         written = outputs.close(stats.to_dict())
     if live:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
+    if stats.captured == 0 and not interrupted:
+        raise InputError(f"{source.name}: no frame could be read ({stats.ended_by}); nothing written")
     print(f"usseg stream: {stats.status()}; ended by {stats.ended_by}; provider {seg.provider}")
     for path in written:
         print(f"  wrote {path}")
-    return EXIT_OK if stats.failed == 0 else EXIT_SOME_FAILED
+    return EXIT_OK if stats.failed == 0 and stats.source_error is None else EXIT_SOME_FAILED
 
 
 main = alias_main("stream")
