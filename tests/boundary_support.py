@@ -48,7 +48,7 @@ def _privilege_drop() -> list[str]:
     if setpriv is None:
         pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
     prefix = [setpriv, "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
-    if subprocess.run(prefix + ["true"], capture_output=True).returncode != 0:
+    if subprocess.run(prefix + ["true"], capture_output=True, check=False).returncode != 0:
         pytest.skip("setpriv cannot drop capabilities here: file permissions cannot be made to apply")
     return prefix
 
@@ -57,7 +57,7 @@ def run_usseg(args: list[str], cwd: Path, permissions_apply: bool = True) -> sub
     """``usseg ARGS`` in a child process (permission bits enforced even for root)."""
     prefix = _privilege_drop() if permissions_apply else []
     return subprocess.run(prefix + [sys.executable, "-m", "usseg.runtime.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def no_traceback(text: str) -> bool:

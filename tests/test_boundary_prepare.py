@@ -95,8 +95,8 @@ def test_prepare_strict_stops_at_a_bad_key_and_writes_nothing(tmp_path, victim, 
 
 
 def test_prepare_reports_duplicate_keys_and_skips_them(tmp_path, caplog):
-    f0 = json.dumps(SHAPES)
-    text = '{"f0": %s, "f1": %s, "f1": [], "f2": %s}' % (f0, f0, f0)
+    shapes = json.dumps(SHAPES)
+    text = f'{{"f0": {shapes}, "f1": {shapes}, "f1": [], "f2": {shapes}}}'
     annotations, images = seed_set(tmp_path / "src", keys=("f0", "f1", "f2"), text=text)
     assert prepare_main(args_for(annotations, images, tmp_path / "out")) == 1
     assert "key 'f1': appears more than once" in caplog.text
