@@ -182,6 +182,23 @@ def test_prepare_checks_fractions_before_reading_anything(tmp_path, capsys, opti
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.parametrize("which, words", [
+    ("--annotations", "--annotations {path}: file not found"),
+    ("--images", "--images {path}: folder not found"),
+    ("--masks-dir", "--masks-dir {path}: folder not found"),
+])
+def test_prepare_missing_input_is_one_line_before_anything_is_written(tmp_path, capsys, which, words):
+    annotations, images = seed_set(tmp_path / "src")
+    missing = tmp_path / "missing"
+    args = (["--masks-dir", str(missing), "--out", str(tmp_path / "out")] if which == "--masks-dir" else
+            args_for(missing if which == "--annotations" else annotations,
+                     missing if which == "--images" else images, tmp_path / "new" / "out"))
+    before = tree_digest(tmp_path)
+    assert prepare_main(args) == 2
+    assert capsys.readouterr().err.strip() == "error: " + words.format(path=missing)
+    assert tree_digest(tmp_path) == before
+
+
 def test_prepare_unwritable_out_is_one_line(tmp_path):
     annotations, images = seed_set(tmp_path / "src")
     locked = tmp_path / "locked"

@@ -183,6 +183,15 @@ def test_stream_out_that_is_a_file_is_refused_before_the_model_loads(tmp_path, v
     assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'out'}: exists and is not a folder"
 
 
+@pytest.mark.parametrize("video", ["gif", "mkv", ""])
+def test_stream_video_container_must_be_one_it_can_write(tmp_path, video, capsys):
+    with pytest.raises(SystemExit) as stop:
+        stream_main(["--model", str(tmp_path / "m.onnx"), "--source", "0", "--out", str(tmp_path / "out"),
+                     "--video", video])
+    assert stop.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 class RefusingWriter:
     """cv2.VideoWriter that cannot write this container (or, with ``size``, frames other than it)."""
 

@@ -112,6 +112,10 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"{name} {value}: must be a fraction in [0, 1)")
     if not args.val + args.test < 1:
         raise UsageError(f"--val {args.val} and --test {args.test}: must sum to less than 1 (training needs frames)")
+    for name, path, kind in (("--annotations", args.annotations, "file"), ("--images", args.images, "folder"),
+                             ("--masks-dir", args.masks_dir, "folder")):
+        if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):
+            raise UsageError(f"{name} {path}: " + (f"not a {kind}" if path.exists() else f"{kind} not found"))
 
 
 def _overlap(out: Path, source: Path) -> str | None:
