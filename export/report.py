@@ -33,8 +33,9 @@ def summary(out: Path, figures: dict) -> str:
         lines.append("  parity      not verified (--no-verify)")
     else:
         delta = "-" if parity.max_abs_delta is None else f"{parity.max_abs_delta:.2e}"
+        dice = "- (no structure in either)" if parity.dice_vs_reference is None else f"{parity.dice_vs_reference:.4f}"
         lines.append(f"  parity      vs {parity.reference}: max |delta| {delta}, labels agree "
-                     f"{100 * parity.label_agreement:.4f} %, Dice {parity.dice_vs_reference:.4f}")
+                     f"{100 * parity.label_agreement:.4f} %, Dice {dice}")
     graph = figures.get("graph_parity")
     if graph is not None:
         lines.append(f"  in-graph    vs host preprocessing on {graph.frames} frames: labels agree "

@@ -17,7 +17,7 @@ from .errors import VerificationError
 class Parity:
     max_abs_delta: float | None  # None when the outputs are labels
     label_agreement: float       # share of pixels with the same label as the reference
-    dice_vs_reference: float     # mean foreground Dice of the labels against the reference labels
+    dice_vs_reference: float | None  # mean foreground Dice against the reference labels; None: neither has any
     reference: str               # "pytorch" or "fp32"
 
 
@@ -28,15 +28,16 @@ def labels_of(output: np.ndarray, kind: str) -> np.ndarray:
     return output.argmax(axis=1).astype(np.uint8)
 
 
-def label_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in either map (1.0 when none is)."""
+def label_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> float | None:
+    """Mean Dice over the foreground classes present in either map; None (undefined) when neither
+    map has any foreground: two empty maps agree, but say nothing about the model."""
     scores = []
     for c in range(1, num_classes):
         a, b = pred == c, ref == c
         total = int(a.sum()) + int(b.sum())
         if total:
             scores.append(2.0 * int((a & b).sum()) / total)
-    return float(np.mean(scores)) if scores else 1.0
+    return float(np.mean(scores)) if scores else None
 
 
 def compare(output: np.ndarray, reference: np.ndarray, kind: str, num_classes: int, reference_name: str) -> Parity:
@@ -62,6 +63,10 @@ def check(parity: Parity, precision_name: str, min_label_agreement: float | None
         raise VerificationError(
             f"{precision_name}: labels agree with {parity.reference} on {100 * parity.label_agreement:.4f} % of "
             f"pixels, need >= {100 * min_label_agreement:.2f} % (max |delta| {parity.max_abs_delta})")
+    if min_dice is not None and parity.dice_vs_reference is None:
+        raise VerificationError(
+            f"{precision_name}: neither it nor {parity.reference} finds any structure on the verification frames, "
+            f"so their Dice is undefined; verify with frames that show the structures (--frames)")
     if min_dice is not None and parity.dice_vs_reference < min_dice:
         raise VerificationError(
             f"{precision_name}: Dice of its labels against {parity.reference} is {parity.dice_vs_reference:.4f}, "

@@ -31,6 +31,7 @@ def tiny_seed_dataset(tmp_path):
 
 
 PHANTOM_SIZE = (120, 160)
+TINY_EPOCHS = 80
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +49,13 @@ def phantom_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(phantom_data, tmp_path_factory):
-    """A tiny model trained for a few epochs on the phantom: RUN/best.pt and RUN/last.pt."""
+    """A tiny model trained on the phantom until it finds the structures (tests/test_trained_model.py
+    checks that it does): RUN/best.pt and RUN/last.pt. About 0.1 s per epoch on 2 cores."""
     from usseg.train.train_cli import main as train_main
 
     run = tmp_path_factory.mktemp("run")
     assert train_main(["--data", str(phantom_data), "--out", str(run), "--profile", "tiny",
-                       "--epochs", "4", "--device", "cpu"]) == 0
+                       "--epochs", str(TINY_EPOCHS), "--device", "cpu", "--no-progress"]) == 0
     return run
 
 
@@ -63,5 +65,5 @@ def tiny_onnx(tiny_run, phantom_data, tmp_path_factory):
     from usseg.export.cli import main as export_main
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    assert export_main([str(tiny_run / "best.pt"), "-o", str(out), "--frames", str(phantom_data)]) == 0
+    assert export_main(["--model", str(tiny_run / "best.pt"), "--out", str(out), "--frames", str(phantom_data)]) == 0
     return out

@@ -95,6 +95,8 @@ def test_label_dice_by_hand():
     pred[0, 0, 0] = 0   # 3 of them found
     assert label_dice(pred, ref, 4) == pytest.approx(2 * 3 / 7)
     assert label_dice(ref, ref, 4) == 1.0
+    empty = np.zeros_like(ref)
+    assert label_dice(empty, empty, 4) is None  # undefined, not a perfect score
 
 
 def bad_checkpoint_cases(tmp_path, tiny_run):
