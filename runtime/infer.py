@@ -7,7 +7,9 @@ With --triton the graph runs on a Triton Inference Server (a repository written 
 usseg-export --triton); pre- and post-processing still run here, as with --model.
 
 Per image: an overlay PNG (and with --save-masks the label-mask PNG); per run: results.json with
-geometry and timings. A bad file is reported and skipped; the exit code is 1 when any file failed.
+geometry, readouts, the spacing used and where it came from (--spacing, else a DICOM file's own),
+timings and provenance (README: results.json).
+A bad file is reported and skipped; the exit code is 1 when any file failed.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from tqdm import tqdm
 
 from .cli import _os_message, add_device_option, add_out_option, alias_main
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
+from .dicom import calibration_for
 from .fileio import make_dirs, write_json, write_png
 from .overlay import draw_overlay
 from .preprocess import FrameError
+from .provenance import provenance
 from .segmenter import Segmenter
 from .sources import InputError, expand_inputs, read_frames
 from .triton_client import TritonSegmenter
@@ -95,9 +99,10 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
         for path in tqdm(files, desc="usseg predict", unit="img", disable=quiet):
             try:
                 frames = read_frames(path)
+                calibration = calibration_for(seg.spacing_mm, path)
                 written: list[str] = []
                 for n, (stem, frame) in enumerate(zip(names.claim(path, len(frames)), frames)):
-                    result = seg(frame)
+                    result = calibration.apply(seg(frame))
                     files_of_frame = {"overlay": f"{stem}_overlay.png"}
                     _save(out / files_of_frame["overlay"], draw_overlay(frame, result))
                     if save_masks:
@@ -105,7 +110,8 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
                         _save(out / files_of_frame["mask"], result.labels)
                     written += files_of_frame.values()
                     records.append({"file": str(path), "frame": n, **files_of_frame,
-                                    "size": list(result.labels.shape), **result.to_dict()})
+                                    "size": list(result.labels.shape), "spacing_mm": calibration.spacing_mm,
+                                    "spacing_source": calibration.spacing_source, **result.to_dict()})
                 outputs[str(path)] = written
             except (InputError, FrameError, OutputError, OSError) as exc:
                 message = _os_message(exc) if isinstance(exc, OSError) else str(exc)
@@ -116,7 +122,8 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
         interrupted = True  # what is done so far is still reported
     timing = _timing_summary(records)
     doc = {"model": str(seg.path), "provider": seg.provider, "classes": list(seg.contract.classes),
-           "recipe": seg.contract.recipe.name, "spacing_mm": seg.spacing_mm, "frames": records,
+           "recipe": seg.contract.recipe.name, "spacing_mm": seg.spacing_mm, "provenance": provenance(seg),
+           "frames": records,
            "failures": failures, "outputs": outputs, "timings_ms_median": timing}
     if interrupted:
         doc["interrupted"] = True

@@ -1,6 +1,6 @@
 """usseg stream: segment a video file, camera, image folder or DICOM cine as a live stream.
 
-    usseg stream --model model.onnx --source video.mp4|0|DIR [--out DIR] [--show]
+    usseg stream --model model.onnx --source video.mp4|0|DIR [--out DIR] [--show | --view [--port N]]
                  [--policy latest|all] [--pace] [--smooth 0.5]
 
 With --out DIR: DIR/overlay.mp4 (or .avi; --video none for no video), DIR/results.jsonl (one
@@ -24,12 +24,15 @@ import cv2
 import numpy as np
 
 from .cli import add_device_option, add_model_option, add_out_option, alias_main
+from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
 from .fileio import atomic_path, make_dirs, write_json
 from .overlay import draw_overlay
+from .provenance import provenance
 from .segmenter import Segmenter
 from .sources import InputError, open_source
 from .stream import POLICIES, StreamStats, stream
+from .view import start_view
 
 log = logging.getLogger("usseg.stream")
 
@@ -43,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", choices=(*VIDEO_FORMATS, "none"), default="mp4",
                    help="overlay video container in --out (default mp4; none: no video)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs an OpenCV GUI build)")
+    p.add_argument("--view", action="store_true",
+                   help="serve a live view (overlay, readouts, fps, latency) to a web browser; no GUI needed")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address of the live view (default 127.0.0.1: this machine only; use an SSH tunnel)")
+    p.add_argument("--port", type=int, default=0, help="port of the live view (default 0: a free port, printed)")
     p.add_argument("--policy", choices=POLICIES, default=None,
                    help="latest: drop stale frames (default for cameras); all: every frame (default for files)")
     p.add_argument("--pace", action="store_true", help="feed frames at the source's frame rate")
@@ -168,13 +176,16 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     is_camera = args.source.isdigit()
     policy = args.policy or ("latest" if is_camera else "all")
+    calibration = calibration_for(args.spacing, args.source)  # --spacing, else a DICOM file's own
     source = open_source(args.source, args.fps)  # a source that does not open stops here, nothing written
     try:
-        seg = Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
+        seg = Segmenter(args.model, device=args.device, spacing_mm=calibration.spacing_mm)
     except BaseException:
         source.close()
         raise
     stats = StreamStats()
+    view = start_view(seg, source=args.source, calibration=calibration, stats=stats, host=args.host,
+                      port=args.port) if args.view else None
     outputs = Outputs(args.out, args.video, args.fps or source.fps or 25.0)
     last_status = 0.0
     live = sys.stderr.isatty()
@@ -183,8 +194,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         for item in stream(seg, source, policy=policy, pace=args.pace, fps=args.fps, smoothing=args.smooth,
                            stall_timeout=args.stall_timeout, stats=stats):
-            overlay = draw_overlay(item.frame, item.result) if (outputs.wants_overlay or args.show) else None
+            calibration.apply(item.result)
+            wanted = outputs.wants_overlay or args.show or (view is not None and view.wants_frame())
+            overlay = draw_overlay(item.frame, item.result) if wanted else None
             outputs.write(item, overlay)
+            if view is not None:
+                view.publish(item, overlay)
             if args.show:
                 cv2.imshow("usseg", overlay)
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -196,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 last_status = time.perf_counter()
     except cv2.error as exc:
         raise UsageError(f"display failed ({str(exc).splitlines()[0]}); use --out instead of --show "
-                         f"on a headless OpenCV") from None
+                         f"on a headless OpenCV, or --view for a live view in a browser") from None
     except OutputError as exc:
         stats.ended_by = f"output failed: {exc}"
         raise
@@ -204,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
         stats.ended_by = "interrupted (Ctrl-C)"
         interrupted = True
     finally:
-        written = outputs.close(stats.to_dict())
+        if view is not None:
+            view.close(stats.ended_by)
+        written = outputs.close({**stats.to_dict(), **calibration.to_dict(), "provenance": provenance(seg)})
     if live:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
     if stats.captured == 0 and not interrupted:

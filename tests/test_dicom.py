@@ -226,3 +226,43 @@ def test_damaged_headers_are_named(tmp_path):
         dicom.read_dicom(tmp_path / "junk.dcm")
     with pytest.raises(ImageError, match="missing.dcm: file not found"):
         dicom.read_info(tmp_path / "missing.dcm")
+
+
+def test_predict_uses_and_names_the_files_spacing_and_fits_the_documented_schema(tiny_onnx, cine, tmp_path):
+    import hashlib
+
+    import jsonschema
+    from results_schema import validate
+
+    _, frames = cine
+    regions = write_dicom(tmp_path / "regions.dcm", frames[:2], FrameTime=40.0,
+                          SequenceOfUltrasoundRegions=[region(0, 8, 128, 96, 0.02, 0.02)])
+    plain = tmp_path / "plain.png"
+    import cv2
+
+    cv2.imwrite(str(plain), frames[2])
+    assert infer_main(["--model", str(tiny_onnx), str(regions), str(plain), "--out", str(tmp_path / "a"),
+                       "--device", "cpu", "--quiet", "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "a" / "results.json").read_text())
+    validate(doc)
+    by_file = {(r["file"], r["frame"]): r for r in doc["frames"]}
+    from_file = by_file[(str(regions), 0)]
+    assert (from_file["spacing_mm"], from_file["spacing_source"]) == (pytest.approx(0.2), "ultrasound-regions")
+    assert {m["unit"] for m in from_file["measurements"].values()} <= {"mm", "deg"}
+    none = by_file[(str(plain), 0)]
+    assert (none["spacing_mm"], none["spacing_source"]) == (None, "none")
+    assert {m["unit"] for m in none["measurements"].values()} <= {"px", "deg"}
+    prov = doc["provenance"]
+    assert prov["sha256"] == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    assert prov["classes"] == doc["classes"] and prov["recipe"]["name"] == doc["recipe"]
+    assert prov["provider"] == "CPUExecutionProvider" and prov["onnxruntime"] and prov["time"].endswith("+00:00")
+    # The user's spacing wins over the file's, and says so.
+    assert infer_main(["--model", str(tiny_onnx), str(regions), "--out", str(tmp_path / "b"), "--device", "cpu",
+                       "--spacing", "0.35", "--quiet", "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "b" / "results.json").read_text())
+    validate(doc)
+    assert {(r["spacing_mm"], r["spacing_source"]) for r in doc["frames"]} == {(0.35, "user")}
+    # The schema does refuse what it does not describe.
+    doc["frames"][0]["spacing_source"] = "guessed"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc)
