@@ -36,7 +36,10 @@ def dashed(img, p, q, colour, dash=8):
         cv2.line(img, tuple(a), tuple(b), colour, 1, cv2.LINE_AA)
 
 
-def main(out: Path = Path(__file__).with_name("readouts.png")) -> None:
+OUT = Path(__file__).with_name("readouts.png")
+
+
+def main(out: Path = OUT) -> None:
     skin_y = 50.0
     mid = np.array([[318.0, 90.0], [362.0, 300.0]])
     epi = np.array([[290.0, 220.0], [390.0, 224.0]])

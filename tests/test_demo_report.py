@@ -17,7 +17,8 @@ def test_demo_report_is_one_html_file_with_its_images_inside(tmp_path):
         cv2.imwrite(str(tmp_path / name), image)
     (tmp_path / "bench" / "benchmark.md").write_text("| stage | median ms |\n|---|---|\n| end to end | 12.5 |\n")
     prov = {"model": "model.onnx", "sha256": "ab" * 32, "classes": ["background", "MID"], "recipe": {"name": "seed"},
-            "usseg": "0.1.0", "onnxruntime": "1.32.0", "provider": "CPUExecutionProvider", "time": "2026-01-01T00:00:00+00:00"}
+            "usseg": "0.1.0", "onnxruntime": "1.32.0", "provider": "CPUExecutionProvider",
+            "time": "2026-01-01T00:00:00+00:00"}
     write_report(tmp_path, "summary line <not a tag>", {"provenance": prov})
     md = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()

@@ -107,8 +107,8 @@ def test_bad_geometry_or_spacing_is_refused_with_its_name(kwargs, match):
 
 
 def test_to_dict_carries_readouts_with_units_rounded():
-    r = result_from({"MID": np.array([[120.0, 10.0], [120.0, 190.0]]), "EPI": np.array([[90.0, 33.333], [150.0, 33.333]])},
-                    spacing=0.3)
+    lines = {"MID": np.array([[120.0, 10.0], [120.0, 190.0]]), "EPI": np.array([[90.0, 33.333], [150.0, 33.333]])}
+    r = result_from(lines, spacing=0.3)
     d = r.to_dict()["measurements"]
     assert d["epidural_depth"] == {"value": 10.0, "unit": "mm"}
     assert d["vertebral_body_depth"] == {"value": None, "unit": "mm"}

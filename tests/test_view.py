@@ -395,3 +395,22 @@ def test_live_page_in_headless_chromium(tmp_path):
         stop.set()
         pipeline.join(GUARD_S)
         view.close()
+
+
+def test_provenance_of_a_pipeline_without_model_info():
+    """The Triton client has no model file here: its provenance comes from its contract."""
+    from types import SimpleNamespace
+
+    from usseg.runtime.preprocess import get_recipe
+    from usseg.runtime.provenance import provenance
+
+    contract = SimpleNamespace(classes=("background", "MID"), recipe=get_recipe("realtime"), output="labels",
+                               provenance={"precision": "fp16"})
+    seg = SimpleNamespace(path="http://triton:8000/v2/models/usseg", contract=contract, provider="triton triton:8000")
+    prov = provenance(seg)
+    assert prov["sha256"] is None and prov["model"] == seg.path and prov["provider"] == "triton triton:8000"
+    assert prov["recipe"] == get_recipe("realtime").to_dict() and prov["precision"] == "fp16"
+    assert prov["onnxruntime"] and prov["time"].endswith("+00:00")
+    from results_schema import validate
+
+    validate(prov, "provenance")
