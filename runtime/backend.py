@@ -314,6 +314,7 @@ class Backend:
         else:
             raise ProviderError(f"device {str(self.request)!r}: no provider could run {self.path.name}: "
                                 + "; ".join(self.fallbacks))
+        self._describe = None  # the caller's callback is needed no more (and would keep it alive)
         if self.plan.expect == CPU and self.request.kind == "auto" and any(p.on_gpu for p in plans):
             log.warning("%s runs on the CPU: %s", self.path.name, "; ".join(self.fallbacks))
 

@@ -234,6 +234,7 @@ class Segmenter(FramePipeline):
             raise UsageError(f"{self.path.name}: flip_tta averages class scores, and this model outputs labels; "
                              f"export it with --output logits (or probs)")
         self._fused: dict[tuple[int, int], Any] = {}
+        self._views: dict[int, Any] = {}
         self._copy_input = True
         self.preprocessing = self._choose_preprocessing(preprocess)
         log.info("usseg runtime: %s on %s, preprocessing %s%s", self.path.name, self._backend.plan.describe(),
@@ -312,7 +313,11 @@ class Segmenter(FramePipeline):
         kernels = self._fused[key]
         if kernels is None:
             return None
-        out = self._wrap(address, (spec.height, spec.width), np.float32)
+        out = self._views.get(address)
+        if out is None:  # one view per bound buffer address, made once
+            if len(self._views) > 64:
+                self._views.clear()
+            out = self._views[address] = self._wrap(address, (spec.height, spec.width), np.float32)
         self._backend.call(kernels.run, grey, out)
         return Letterbox.fit(key[0], key[1], spec.height, spec.width)
 

@@ -182,3 +182,22 @@ def test_two_onnxruntime_builds_are_called_out(monkeypatch, caplog, tmp_path):
     plan = providers.plan_providers("auto", tmp_path)
     assert [name for name, _ in plan.providers] == ["CPUExecutionProvider"]
     assert "installed together" in caplog.text and any("pip uninstall" in n for n in plan.notes)
+
+
+def test_model_info_traces_the_result_back(seg, tiny_onnx):
+    import hashlib
+    from importlib import metadata
+
+    info = seg.model_info()
+    assert info["sha256"] == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    assert info["classes"] == list(seg.contract.classes) and info["recipe"] == seg.contract.recipe.to_dict()
+    assert info["usseg"] == metadata.version("usseg") and info["onnxruntime"] == ort.__version__
+    assert info["provider"] == "CPUExecutionProvider" and info["preprocessing"] == "host"
+    assert seg.provenance == info
+    assert "preprocessing=host" in repr(seg) and "provider=CPUExecutionProvider" in repr(seg)
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cpu:1", "tensorrt:-1"])
+def test_device_syntax_errors_list_the_valid_forms(tiny_onnx, device):
+    with pytest.raises(ProviderError, match="cuda:N, tensorrt, tensorrt:N"):
+        Segmenter(tiny_onnx, device=device)
