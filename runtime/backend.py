@@ -439,6 +439,7 @@ class Backend:
                 plan = Plan(plan.device, tuple(p for p in plan.providers if p[0] != TRT), None, plan.cpu_nodes,
                             CUDA, plan.session_config, plan.notes)
             session = self._checked(self.call, open_session, self.path, plan, self._threads)
+            self._checked(check_active, session, plan)
             self._batch = (session, {})
         session, bound = self._batch
         if n not in bound:

@@ -273,6 +273,8 @@ class Segmenter(FramePipeline):
         """FusedRecipe if the fused kernels can prepare this model's input here, else why not."""
         if not self._backend.on_gpu:
             return None, f"the model runs on {self.provider}, not on a CUDA device"
+        if self._backend.plan.device_id != 0:
+            return None, "the fused kernels run on GPU 0 (Numba's default device) only"
         try:
             fused = importlib.import_module(".cuda", __package__)
         except Exception as exc:  # noqa: BLE001 - whatever breaks the import, the host path remains

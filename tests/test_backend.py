@@ -233,6 +233,7 @@ def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models,
     small = frames[0][:12, :16]  # a size the kernels refuse: this frame goes the host path
     np.testing.assert_array_equal(seg(small).labels, Segmenter(models["logits"], device="cpu")(small).labels)
     assert Segmenter(models["logits"], device="cuda", preprocess="host").preprocessing == "host"
+    assert Segmenter(models["logits"], device="cuda:1").preprocessing == "host"  # Numba's device is GPU 0
     dynamic = Segmenter(models["dynamic"], device="cuda")
     for frame, result in zip(frames, dynamic.batch(frames)):
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
