@@ -83,9 +83,9 @@ def load(opts: ExportOptions):
         contract = checkpoint_contract(state, opts.checkpoint)
     except ContractError as exc:
         raise ExportError(f"{opts.checkpoint}: {exc}") from None
-    frame = None if not opts.graph_preprocess else FrameSpec(height=opts.graph_preprocess[0],
-                                                              width=opts.graph_preprocess[1])
     try:
+        frame = None if not opts.graph_preprocess else FrameSpec(height=opts.graph_preprocess[0],
+                                                                  width=opts.graph_preprocess[1])
         contract = replace(contract, frame=frame)
     except ContractError as exc:
         raise ExportError(f"--graph-preprocess: {exc}") from None
