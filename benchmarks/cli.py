@@ -1,60 +1,61 @@
-"""usseg bench: run the benchmark suite and write raw JSON, a Markdown table and a bar chart.
+"""usseg bench: usseg against the seed-style pipeline on this machine, like for like, on trained weights.
 
     usseg bench [--model M] [--device auto|cpu|cuda] [--out DIR] [--quick] [-k EXPR]
+
+Trains the benchmark models once (cached in OUT/models; --model times a given one instead),
+then times them in interleaved groups and writes OUT/benchmark.json, OUT/benchmark.md and
+OUT/benchmark.png. --quick: tiny models at small sizes and 30 rounds, for CI and the demo.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
+import shlex
 import sys
 from pathlib import Path
 
 from usseg.runtime.cli import add_device_option, add_model_option, add_out_option, alias_main
+from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
-
-from .machine import describe, machine_info
-from .report import write_report
-
-SUITE = Path(__file__).resolve().parent
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_option(p, "an exported model for the usseg rows (default: the seed configuration)", required=False)
+    add_model_option(p, "a trained checkpoint (.pt: seed-style and usseg rows) or an exported model (.onnx: usseg "
+                        "rows only) to time instead of the models the benchmark trains", required=False)
     add_device_option(p, allowed=("auto", "cpu", "cuda"))
-    add_out_option(p, "output folder: benchmark.json, benchmark.md, benchmark.png", default=Path("runs/bench"))
-    p.add_argument("--quick", action="store_true", help="fewer rounds and precisions (for the demo)")
-    p.add_argument("-k", dest="select", help="pytest -k expression to run a subset")
+    add_out_option(p, "output folder: benchmark.json, benchmark.md, benchmark.png; models/ caches the trained "
+                      "models", default=Path("runs/bench"))
+    p.add_argument("--quick", action="store_true", help="tiny models at small sizes, 30 rounds: CI-sized")
+    p.add_argument("-k", dest="select", help="pytest -k expression to run a subset (e.g. 'end_to_end and not batch')")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as the report prints it."""
+    parts = ["usseg", "bench", "--out", str(args.out)]
+    if args.quick:
+        parts.append("--quick")
+    if args.model is not None:
+        parts += ["--model", str(args.model)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    if args.select:
+        parts += ["-k", args.select]
+    return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .plan import resolve_device
+    from .runner import run_bench
+
+    if args.model is not None and (not args.model.is_file() or args.model.suffix not in (".pt", ".onnx")):
+        raise UsageError(f"--model {args.model}: expected an existing .pt checkpoint or .onnx model")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     make_dirs(args.out)
-    info = machine_info()
-    machine = describe(info)
-    print(f"usseg-bench on {machine}")
-    raw = args.out / "benchmark.json"
-    env = dict(os.environ, USSEG_BENCH_DEVICE=args.device, USSEG_BENCH_DIR=str(args.out / "models"))
-    if args.quick:
-        env["USSEG_BENCH_QUICK"] = "1"
-    if args.model:
-        env["USSEG_BENCH_MODEL"] = str(args.model.resolve())
-    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider", "--benchmark-enable",
-           "--benchmark-only", f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,rounds",
-           "-o", "addopts=", "--rootdir", str(SUITE)]
-    if args.select:
-        cmd += ["-k", args.select]
-    code = subprocess.call(cmd, env=env)
-    if not raw.is_file():
-        print("usseg-bench: the suite wrote no results", file=sys.stderr)
-        return code or 1
-    (args.out / "machine.json").write_text(json.dumps(info, indent=1) + "\n")
-    md, png, rows = write_report(raw, args.out, machine)
-    print()
-    print(md.read_text())
-    print(f"wrote {raw}, {md}, {png}")
-    return code
+    return run_bench(args.out, model=args.model, device=device, quick=args.quick, select=args.select,
+                     command=command_line(args))
 
 
 main = alias_main("bench")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 STAGES = ("preprocess", "inference", "postprocess")
+ROUND_SUM = "stages-summed-per-round"  # not a row: the three stages of one round added up
 
 
 @dataclass
@@ -188,6 +189,8 @@ class Harness:
                 labels = out
         _, ms = self._time(lambda: p.postprocess(labels, state))
         rows.append((row_key(p.name, "postprocess"), ms))
+        chain = [value for key, value in rows if key in {row_key(p.name, s) for s in STAGES}]
+        rows.append((row_key(p.name, ROUND_SUM), sum(chain)))
         if record:
             for key, value in rows:
                 timing.add(key, value)

@@ -1,14 +1,16 @@
-"""Spine post-processing per 480x640 frame on one CPU core: fast (Numba) vs the seed reference.
+"""Spine post-processing alone, per 480x640 label map, on one CPU core: usseg (Numba) vs the
+seed's cv2 + scikit-image rules (reference_postprocess).
 
-Run: python -m pytest benchmarks/test_bench_postprocess.py --benchmark-enable -q
-Each benchmark pins the process to one core and OpenCV to one thread while it runs (both restored
-afterwards); the kernels use no Numba threads. Frames cycle through the same synthetic label maps
-for both implementations.
+Run: usseg-bench -k postprocess (or pytest benchmarks/test_bench_postprocess.py --benchmark-enable)
+The process is pinned to one core and OpenCV to one thread while it runs (both restored
+afterwards); the kernels use no Numba threads. Both run interleaved in the harness on the same
+synthetic label maps (a MID line, an EPI line, a VTB box, stray blobs, ragged edges: what a
+trained network gives, see reference_postprocess.synthetic_spine_labels); the post-processing of
+the trained networks' own label maps is timed in test_bench_pipeline.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -25,9 +27,14 @@ from usseg.benchmarks.reference_postprocess import (
 from usseg.runtime.contract import PostprocessSpec
 from usseg.runtime.postprocess import postprocess_spine, warmup
 
+from .conftest import quick
+from .harness import Harness, Pipeline
+from .pipelines import Group, collect
+from .plan import FULL_ROUNDS, FULL_WARMUP, QUICK_ROUNDS, QUICK_WARMUP
+
 SPEC = PostprocessSpec()
 FRAMES = 24
-GROUP = "postprocess 480x640, one core"
+SYNTHETIC = {"trained": False, "note": "no network: synthetic spine label maps (reference_postprocess.py)"}
 
 
 @pytest.fixture(scope="module")
@@ -48,30 +55,25 @@ def one_core():
     os.sched_setaffinity(0, cpus)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
-
-
-def test_fast_postprocess(benchmark, label_maps, one_core):
+def test_postprocess_one_core(label_maps, one_core, results):
     warmup()
-    frames = itertools.cycle(label_maps)
     out = np.empty((3,) + label_maps[0].shape, np.uint8)
-    benchmark.group = GROUP
-    benchmark.extra_info.update(cpu=_cpu_model(), stage="postprocess", impl="usseg", provider="cpu, 1 core")
-    benchmark.pedantic(lambda: postprocess_spine(next(frames), SPEC, out=out),
-                       rounds=30 * FRAMES, iterations=1, warmup_rounds=2 * FRAMES)
-
-
-def test_reference_postprocess(benchmark, label_maps, one_core):
-    frames = itertools.cycle(label_maps)
-    benchmark.group = GROUP
-    benchmark.extra_info.update(cpu=_cpu_model(), stage="postprocess", impl="seed-style", provider="cpu, 1 core")
-    benchmark.pedantic(lambda: reference_postprocess(next(frames), SPEC),
-                       rounds=3 * FRAMES, iterations=1, warmup_rounds=FRAMES // 4)
+    common = {"stage": "postprocess", "provider": "CPU, 1 core", "precision": "-", "batch": 1, "model": "",
+              "network": "-", "input": "480x640", "recipe": "-", "variant": "synthetic label maps"}
+    g = Group("postprocess-1core")
+    g.pipelines = [Pipeline("seed-style:cv2+skimage", lambda labels: reference_postprocess(labels, SPEC),
+                            {**common, "impl": "seed-style"}),
+                   Pipeline("usseg:numba", lambda labels: postprocess_spine(labels, SPEC, out=out),
+                            {**common, "impl": "usseg"})]
+    g.ratio(g.row("usseg:numba", "end-to-end"), g.row("seed-style:cv2+skimage", "end-to-end"),
+            "implementation only: Numba kernels vs cv2 + scikit-image, same label maps, one core")
+    rounds = QUICK_ROUNDS if quick() else FULL_ROUNDS
+    timing = Harness(g.pipelines, label_maps).run(rounds, QUICK_WARMUP if quick() else FULL_WARMUP)
+    data = collect(g, timing, None)
+    for row in data["rows"]:
+        row["stage"], row["weights"] = "postprocess", SYNTHETIC
+    results(data)
+    assert all(r["samples"] == rounds for r in data["rows"])
 
 
 _FRESH_PROCESS = """
@@ -101,7 +103,7 @@ def _fresh_process() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_start_up_with_warm_cache(benchmark, one_core):
+def test_start_up_with_warm_cache(benchmark, one_core, results):
     """A new process: import, warmup() loading the cached kernels, then its first frames."""
     _fresh_process()  # fills the on-disk kernel cache if it was cold
     timings: list[dict] = []
@@ -109,4 +111,5 @@ def test_start_up_with_warm_cache(benchmark, one_core):
     benchmark.pedantic(lambda: timings.append(_fresh_process()), rounds=3, iterations=1)
     best = {key: round(min(t[key] for t in timings), 2) for key in timings[0]}
     benchmark.extra_info.update(best)
+    results({"group": "startup", "startup": best})
     assert best["first_frame_ms"] < 50, best  # no JIT compile left for the first frame

@@ -1,7 +1,10 @@
-"""The runtime as a process: sustained streaming over 1,000 frames, and its memory footprint.
+"""The runtime as a process: streaming, and its memory footprint.
 
-Streaming uses the lite configuration with the cheap `bilateral` recipe (a real-time candidate)
-so 1,000 frames take seconds; memory uses the seed configuration at 480x640 as the issue asks.
+Streaming uses the last (fastest) model of the benchmark chain, trained, on the run's frames:
+- policy ``all`` as fast as it goes: sustained frames/s (every frame processed);
+- policy ``latest`` fed at the source's rate (30 frames/s, like a live probe): capture-to-result
+  latency p50 / p99 and the frames dropped.
+Memory runs the first model of the chain (the seed network in the full run) in a fresh process.
 """
 
 from __future__ import annotations
@@ -10,49 +13,51 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from usseg.runtime.segmenter import Segmenter
 from usseg.runtime.stream import StreamStats, stream
 
-from .conftest import device, quick
-from .models import seed_onnx
-
-STREAM_FRAMES = 1000
+from .figures import median, p99, p99_note
+from .pipelines import model_info
 
 
-def _stream(benchmark, frames, policy, pace_fps):
-    seg = Segmenter(seed_onnx("fp32", recipe="bilateral", config="lite"), device=device())
-    source = (frames[i % len(frames)] for i in range(STREAM_FRAMES))
+def _stream(plan, frames, policy: str, pace_fps: float | None) -> dict:
+    m = plan.models[-1]
+    seg = Segmenter(m.export("fp32"), device=plan.device)
+    count = plan.stream_frames
+    images = frames.images
+    source = (images[i % len(images)] for i in range(count))
     stats = StreamStats()
-
-    def run():
-        for _ in stream(seg, source, policy=policy, pace=pace_fps is not None, fps=pace_fps, stats=stats):
-            pass
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.group = "stream"
-    variant = f"{policy}, paced at {pace_fps:g} fps" if pace_fps else f"{policy}, unpaced"
-    benchmark.extra_info.update(stage="stream", impl="usseg", provider=seg.provider, frames=stats.processed,
-                                recipe=variant, policy=policy, pace_fps=pace_fps, **stats.to_dict())
-    assert stats.captured == STREAM_FRAMES and stats.failed == 0
-
-
-def test_stream_sustained_all_frames(benchmark, frames):
-    """Every frame, as fast as it goes: sustained frames/s and capture-to-result latency."""
-    _stream(benchmark, frames, "all", None)
+    for _ in stream(seg, source, policy=policy, pace=pace_fps is not None, fps=pace_fps, stats=stats):
+        pass
+    assert stats.captured == count and stats.failed == 0, stats.to_dict()
+    lat = stats.latencies_ms
+    source_rate = f"fed at {pace_fps:g} frames/s" if pace_fps else "fed as fast as it goes"
+    return {"id": f"stream/{policy}", "group": "stream", "pipeline": f"usseg:{m.name}", "stage": "stream",
+            **model_info(m), "impl": "usseg", "provider": seg.provider, "precision": "fp32", "batch": 1,
+            "variant": f"policy {policy}, {source_rate}", "policy": policy, "source_fps": pace_fps,
+            "metric": "capture-to-result latency", "median_ms": round(median(lat), 4),
+            "p99_ms": None if p99(lat) is None else round(p99(lat), 4), "p99_note": p99_note(len(lat)),
+            "samples": len(lat), "frames": stats.processed, "fps": round(stats.fps, 3),
+            "captured": stats.captured, "processed": stats.processed, "dropped": stats.dropped,
+            "weights": m.weights}
 
 
-def test_stream_live_latest_at_30fps(benchmark, frames):
-    """A live probe at 30 frames/s: stale frames are dropped, latency stays one frame's work."""
-    if quick():
-        pytest.skip("33 s of paced input; run without --quick")
-    _stream(benchmark, frames, "latest", 30.0)
+def test_stream_sustained_all_frames(plan, frames, results):
+    """Every frame, as fast as it goes: sustained frames/s."""
+    row = _stream(plan, frames, "all", None)
+    assert row["processed"] == plan.stream_frames and row["dropped"] == 0
+    results({"group": "stream", "rows": [row]})
+
+
+def test_stream_live_latest_at_source_rate(plan, frames, results):
+    """A live probe: stale frames are dropped, latency stays about one frame's work."""
+    row = _stream(plan, frames, "latest", plan.source_fps)
+    assert row["processed"] + row["dropped"] == plan.stream_frames
+    results({"group": "stream", "rows": [row]})
 
 
 _MEASURE = """
 import json, sys
-import numpy as np
 from usseg.runtime.segmenter import Segmenter
 from usseg.benchmarks.models import phantom_frames
 
@@ -60,32 +65,24 @@ def status_mb(key):
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith(key)) / 1024
 
-def rss_mb():
-    return status_mb("VmRSS")
-
-frames = phantom_frames(4)
+frames = phantom_frames(4, height=int(sys.argv[2]), width=int(sys.argv[3]))
 seg = Segmenter(sys.argv[1], device="cpu")
 for f in frames * 3:
     seg(f)
-after_warm = rss_mb()
+after_warm = status_mb("VmRSS")
 for f in frames * 10:
     seg(f)
-print(json.dumps({"rss_mb": rss_mb(), "growth_mb": rss_mb() - after_warm,
+print(json.dumps({"rss_mb": status_mb("VmRSS"), "growth_mb": status_mb("VmRSS") - after_warm,
                   "peak_mb": status_mb("VmHWM")}))  # not ru_maxrss: it keeps the parent's peak across fork
 """
 
 
-def test_memory_of_the_seed_model_on_cpu(benchmark):
-    """RSS of a process that only runs the runtime with the 480x640 seed model: < 400 MB, flat."""
-    model = seed_onnx("fp32")
-    result = {}
-
-    def run():
-        out = subprocess.run([sys.executable, "-c", _MEASURE, str(model)], capture_output=True, text=True, check=True)
-        result.update(json.loads(out.stdout.strip().splitlines()[-1]))
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.group = "memory"
-    benchmark.extra_info.update(result)
+def test_memory_of_the_first_model_on_cpu(plan, results):
+    """RSS of a process that only runs the runtime with the chain's first model on the CPU: flat."""
+    m = plan.models[0]
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(m.export("fp32")), str(plan.frames["height"]),
+                          str(plan.frames["width"])], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    results({"group": "memory", "memory": {**model_info(m), **{k: round(v, 1) for k, v in result.items()}}})
     assert result["peak_mb"] < 400, result
     assert result["growth_mb"] < 5, result

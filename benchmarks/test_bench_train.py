@@ -23,6 +23,11 @@ from usseg.train.model import build_model
 from .conftest import rounds
 
 NUM_CLASSES = 4
+NOT_TRAINED = "random init: a training step's cost, not a trained model's output"
+LOSS_CHANGE = {"dicece": "loss: DiceCE + MONAI HausdorffDTLoss (the seed's) -> DiceCE alone",
+               "dicece+hd": "HD term: MONAI HausdorffDTLoss -> usseg's, target fields from the loader"}
+HD_CHANGE = {"fields-in-loss": "HD term: MONAI HausdorffDTLoss -> usseg's, target fields computed in the loss",
+             "fields-from-loader": "HD term: MONAI HausdorffDTLoss -> usseg's, target fields from the loader"}
 
 
 def _labels(batch: int, height: int, width: int) -> np.ndarray:
@@ -46,9 +51,11 @@ def _batch(profile: str, seed: int = 0):
     return cfg, mcfg, image, torch.from_numpy(labels[:, None].astype(np.int64))
 
 
-def _run(benchmark, fn, *, stage, impl, batch, variant, slow=False, pair=""):
-    """``pair``: rows of a stage are compared with the seed-style row of the same pair."""
-    benchmark.extra_info.update(stage=stage, impl=impl, batch=batch, frames=batch, recipe=variant, pair=pair)
+def _run(benchmark, fn, *, stage, impl, batch, variant, slow=False, pair="", differs=""):
+    """``pair``: rows of a stage are compared with the seed-style row of the same pair, and
+    ``differs`` says what differs between them."""
+    benchmark.extra_info.update(stage=stage, impl=impl, batch=batch, frames=batch, recipe=variant, pair=pair,
+                                differs=differs, weights={"trained": False, "note": NOT_TRAINED})
     benchmark.group = stage
     return benchmark.pedantic(fn, rounds=rounds(slow), warmup_rounds=1, iterations=1)
 
@@ -79,7 +86,8 @@ def test_train_step(benchmark, profile, loss):
         optimizer.step()
 
     _run(benchmark, step, stage="train step", impl="seed-style" if "monai" in loss else "usseg", batch=len(image),
-         variant=f"{profile} {mcfg.height}x{mcfg.width} {loss}", slow=profile != "tiny", pair=profile)
+         variant=f"{profile} {mcfg.height}x{mcfg.width} {loss}", slow=profile != "tiny", pair=profile,
+         differs=LOSS_CHANGE.get(loss, ""))
 
 
 @pytest.mark.parametrize("impl", ["monai", "fields-in-loss", "fields-from-loader"])
@@ -96,13 +104,13 @@ def test_hd_loss_per_batch(benchmark, impl):
     fields = torch.from_numpy(np.stack([target_fields(x[0].numpy().astype(np.uint8), NUM_CLASSES) for x in labels]))
     if impl == "monai":
         loss = HausdorffDTLoss(include_background=False, to_onehot_y=True, softmax=True)
-        run = lambda: loss(logits, labels).backward()  # noqa: E731
+        run = lambda: loss(logits, labels).backward()
     else:
         ours = HausdorffDT()
         given = fields if impl == "fields-from-loader" else None
-        run = lambda: ours(logits, labels, given).backward()  # noqa: E731
+        run = lambda: ours(logits, labels, given).backward()
     _run(benchmark, run, stage="hd loss", impl="seed-style" if impl == "monai" else "usseg", batch=len(image),
-         variant=f"{impl} {mcfg.height}x{mcfg.width}", slow=True)
+         variant=f"{impl} {mcfg.height}x{mcfg.width}", slow=True, differs=HD_CHANGE.get(impl, ""))
 
 
 def test_target_fields_per_frame(benchmark):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from usseg.benchmarks.harness import Harness, Pipeline, Variant, call_frames, rotated
+from usseg.benchmarks.harness import ROUND_SUM, Harness, Pipeline, Variant, call_frames, rotated
 
 
 class FakeClock:
@@ -51,6 +51,7 @@ def test_rounds_are_interleaved_on_the_same_frame_and_warmup_is_not_recorded():
     assert timing.samples["A/end-to-end"] == pytest.approx([7.0] * 4)
     assert timing.samples["B/preprocess"] == pytest.approx([10.0] * 4)
     assert timing.samples["B/postprocess"] == pytest.approx([30.0] * 4)
+    assert timing.samples[f"A/{ROUND_SUM}"] == pytest.approx([6.0] * 4)    # 1 + 2 + 3, variants not included
     timed = clock.log[8:]                 # warm-up: one round of 2 pipelines x 4 calls
     firsts = [name for name, _ in timed[::4]]
     # the pipelines take turns first, and end to end and the stage chain swap places each round
@@ -74,6 +75,7 @@ def test_variants_run_on_the_stage_input_with_untimed_setup():
     assert timing.samples["P/preprocess/fast"] == pytest.approx([0.5, 0.5])
     assert seen == [None, None]                                                # the preprocess state
     assert timing.class_shares("P/inference/int8") == pytest.approx([0, 1, 0, 0])
+    assert timing.samples[f"P/{ROUND_SUM}"] == pytest.approx([6.0, 6.0])       # 1 + 2 + 3 without the variants
 
 
 def test_end_to_end_only_pipelines_and_bad_input():
