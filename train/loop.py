@@ -436,8 +436,12 @@ class Trainer:
         """Shorten the run when the epochs left no longer fit before the budget's deadline."""
         fits = self.clock.fit_epochs(epoch, self.cfg.epochs)
         if fits < self.cfg.epochs:
-            log.warning("the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end "
-                        "within the budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
+            first = not any(h.get("shortened") for h in self.history)
+            (log.warning if first else log.info)(
+                "the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end within the "
+                "budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
+            if self.history:
+                self.history[-1]["shortened"] = fits
             self.set_epochs(fits)
             if self.comm.is_main:
                 write_json(self.out / "config.json", self.cfg.to_dict())

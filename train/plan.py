@@ -163,7 +163,7 @@ def plan_augmentation(fp: Fingerprint) -> tuple[dict[str, float], str]:
               "gamma": 0.3}
     why = (f"mirror 0.5; scale +-{scale:.0%} (structure sizes vary {spread:.1f}x, p5-p95 of the longest side); "
            f"brightness and contrast +-{brightness:.0%} on half the frames (frame brightness p5-p95 "
-           f"{m['p5']}-{m['p95']} grey), gamma 0.7-1.3; the seed's affine, elastic and grid distortion")
+           f"{m['p5']:.0f}-{m['p95']:.0f} grey), gamma 0.7-1.3; the seed's affine, elastic and grid distortion")
     return params, why
 
 
