@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from usseg.runtime.backend import cpu_session
 from usseg.runtime.contract import Contract
 from usseg.runtime.errors import UssegError
 from usseg.runtime.preprocess import preprocess
@@ -74,10 +75,7 @@ def prepend_preprocessing(network: Path, out: Path, contract: Contract) -> None:
 
 
 def _session(model: Path | bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return cpu_session(model)
 
 
 def verify_graph_preprocessing(graph: Path, network: Path, contract: Contract, frames_dir: Path | None) -> GraphParity:

@@ -4,10 +4,11 @@ precision against fp32, on real-looking frames run through the contract's prepro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from usseg.runtime.backend import cpu_session
 from usseg.runtime.contract import Contract
 
 from .errors import VerificationError
@@ -48,9 +49,7 @@ def compare(output: np.ndarray, reference: np.ndarray, kind: str, num_classes: i
 
 def run_onnx(path: str, batch: np.ndarray, contract: Contract) -> np.ndarray:
     """Run the model on the CPU provider, frame by frame when its batch size is fixed."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(Path(path))
     name = session.get_inputs()[0].name
     step = contract.input.batch or len(batch)
     outs = [session.run(None, {name: batch[i:i + step]})[0] for i in range(0, len(batch), step)]

@@ -113,6 +113,14 @@ def open_session(model: Path | bytes, plan: Plan, threads: int | None = None,
                                 enable_fallback=0)
 
 
+CPU_PLAN = Plan(device="cpu", providers=((CPU, {}),))
+
+
+def cpu_session(model: Path | bytes, optimize: bool = True) -> ort.InferenceSession:
+    """A plain CPU session (export verification, contract peeks): the same factory as the engine."""
+    return open_session(model, CPU_PLAN, optimize=optimize)
+
+
 # Options whose silent loss changes what runs; ORT reports them back as "0"/"1" or numbers.
 CHECKED_OPTIONS = ("device_id", "enable_cuda_graph", "use_tf32", "trt_cuda_graph_enable", "trt_fp16_enable")
 

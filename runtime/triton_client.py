@@ -24,12 +24,10 @@ import numpy as np
 
 from .contract import METADATA_KEY, Contract, ContractError
 from .errors import UssegError
+from .model_io import GraphMismatchError, check_graph_io, triton_tensors
 from .segmenter import FramePipeline, labels_from_output
 
 log = logging.getLogger("usseg.runtime")
-
-# Triton's data type names that a usseg model's output may have (labels_from_output reads all three).
-TRITON_DTYPES = ("TYPE_FP32", "TYPE_UINT8", "TYPE_INT64")
 
 
 class TritonError(UssegError, RuntimeError):
@@ -71,23 +69,12 @@ def contract_from_config(config: dict, where: str) -> Contract:
 
 
 def check_config(config: dict, contract: Contract, where: str) -> None:
-    """Check that the served tensors are the contract's (with max_batch_size > 0, Triton declares
-    dims per item and adds the batch itself; either way one frame is sent as [1, 1, H, W])."""
-    spec = contract.input
-    batched = int(config.get("max_batch_size", 0)) > 0
-    item = [spec.channels, spec.height, spec.width]
-    out_item = [spec.height, spec.width] if contract.output == "labels" else [contract.num_classes, spec.height, spec.width]
-    lead = [] if batched else [1]
-    tensors = {t.get("name"): t for t in config.get("input", []) + config.get("output", [])}
-    for name, dims in ((spec.name, lead + item), (contract.output_name, lead + out_item)):
-        served = tensors.get(name)
-        if served is None:
-            raise TritonError(f"{where}: the model has no tensor {name!r}; it serves {sorted(tensors)}")
-        if [int(d) for d in served.get("dims", [])] != dims:
-            raise TritonError(f"{where}: tensor {name!r} has dims {served.get('dims')}, the contract says {dims}")
-    out_type = tensors[contract.output_name].get("data_type")
-    if out_type not in TRITON_DTYPES:
-        raise TritonError(f"{where}: output data type {out_type!r}; valid: {sorted(TRITON_DTYPES)}")
+    """Check that the served tensors are the contract's, with the same rules as a local model file
+    (usseg.runtime.model_io): names, ranks, dims, class count and data types."""
+    try:
+        check_graph_io(*triton_tensors(config, where), contract, where)
+    except GraphMismatchError as exc:
+        raise TritonError(str(exc)) from None
 
 
 class TritonSegmenter(FramePipeline):

@@ -287,7 +287,7 @@ def wrong_dims(config):
 @pytest.mark.parametrize("config_edit,name,words", [
     (None, "other", "the model is not ready"),                                # a model the server does not have
     (drop_contract, "usseg", "no parameter 'usseg.contract'"),                # a repository not written by usseg
-    (wrong_dims, "usseg", "tensor 'image' has dims"),                         # config and contract disagree
+    (wrong_dims, "usseg", "height 32, the contract says 64"),                 # config and contract disagree
 ])
 def test_client_refuses_a_model_it_cannot_use(exported, config_edit, name, words):
     with FakeTriton(exported("1", "logits"), config_edit) as server:
