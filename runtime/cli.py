@@ -101,6 +101,16 @@ def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = Tru
     p.add_argument("--model", type=Path, required=required, metavar="PATH", help=help)
 
 
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """How a Segmenter runs an exported model (predict, stream)."""
+    p.add_argument("--preprocess", choices=("auto", "host", "fused"), default="auto",
+                   help="where the recipe runs: auto (fused CUDA kernels when the device and recipe allow, "
+                        "else the host), host, fused (default auto)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time flip: average the frame's and its mirror's scores (about twice the "
+                        "inference time; logits/probs models only)")
+
+
 def _add_logging_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("logging")
     group.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv: debug)")
@@ -179,14 +189,14 @@ def run_command(name: str, argv: list[str] | None = None, prog: str | None = Non
         log.error("%s", exc)
         return exc.exit_code
     except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
-        log.error("%s", _os_message(exc))
+        log.error("%s", os_error_message(exc))
         return EXIT_SETUP
     except KeyboardInterrupt:
         log.error("interrupted (Ctrl-C)")
         return 130
 
 
-def _os_message(exc: OSError) -> str:
+def os_error_message(exc: OSError) -> str:
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)

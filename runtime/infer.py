@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cli import _os_message, add_device_option, add_out_option, alias_main
-from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
+from .cli import add_device_option, add_engine_options, add_out_option, alias_main, os_error_message
 from .dicom import calibration_for
+from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
 from .fileio import make_dirs, write_json, write_png
 from .overlay import draw_overlay
 from .preprocess import FrameError
@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", default="usseg", help="the served model's name, with --triton (default usseg)")
     add_out_option(p, "output folder: overlays, masks, results.json")
     add_device_option(p)
+    add_engine_options(p)
     p.add_argument("--save-masks", action="store_true", help="also write the label-mask PNG per image")
     p.add_argument("--spacing", type=float, help="pixel spacing in mm: geometry in mm too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,7 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def open_segmenter(args: argparse.Namespace):
     """A local Segmenter, or with --triton a TritonSegmenter (same __call__, inference remote)."""
     if args.triton is None:
-        return Segmenter(args.model, device=args.device, spacing_mm=args.spacing)
+        return Segmenter(args.model, device=args.device, spacing_mm=args.spacing, preprocess=args.preprocess,
+                         flip_tta=args.tta)
+    if args.tta or args.preprocess != "auto":
+        raise UsageError("--tta and --preprocess choose how the local model runs; with --triton the server runs it")
     if args.device != "auto":
         raise UsageError("--device chooses the local execution device; with --triton the server chooses it")
     return TritonSegmenter(args.triton, args.model_name, spacing_mm=args.spacing)
@@ -114,7 +118,7 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
                                     "spacing_source": calibration.spacing_source, **result.to_dict()})
                 outputs[str(path)] = written
             except (InputError, FrameError, OutputError, OSError) as exc:
-                message = _os_message(exc) if isinstance(exc, OSError) else str(exc)
+                message = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
                 message = message if str(path) in message else f"{path}: {message}"
                 log.error("skipped: %s", message)
                 failures.append({"file": str(path), "error": message})

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .cli import add_device_option, add_model_option, add_out_option, alias_main
+from .cli import add_device_option, add_engine_options, add_model_option, add_out_option, alias_main
 from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError
 from .fileio import atomic_path, make_dirs, write_json
@@ -57,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, help="frame rate for pacing and the output video when the source has none")
     p.add_argument("--smooth", type=float, help="exponential smoothing of the geometry, alpha in (0, 1]")
     add_device_option(p)
+    add_engine_options(p)
     p.add_argument("--spacing", type=float, help="pixel spacing in mm")
     p.add_argument("--stall-timeout", type=float, default=5.0, help="end when no frame arrives for this long (s)")
 
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     calibration = calibration_for(args.spacing, args.source)  # --spacing, else a DICOM file's own
     source = open_source(args.source, args.fps)  # a source that does not open stops here, nothing written
     try:
-        seg = Segmenter(args.model, device=args.device, spacing_mm=calibration.spacing_mm)
+        seg = Segmenter(args.model, device=args.device, spacing_mm=calibration.spacing_mm,
+                        preprocess=args.preprocess, flip_tta=args.tta)
     except BaseException:
         source.close()
         raise
