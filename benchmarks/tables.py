@@ -111,6 +111,8 @@ def headline(report: dict[str, Any]) -> list[str]:
 
 
 def latency_table(report: dict[str, Any], group: str) -> list[str]:
+    if not _rows(report, group):
+        return []
     flagged = {c["end_to_end_row"] for c in report["consistency"] if not c["ok"]}
     lines = [[_label(r), r["stage"], r["provider"], r["precision"], str(r["batch"]),
               fmt(r["median_ms"]) + (" (flagged: not the sum of its stages)" if r["id"] in flagged else ""), _p99(r),
