@@ -52,7 +52,9 @@ def usseg_pipeline(name: str, m: ModelEntry, device: str, precision: str = "fp32
     seg = Segmenter(m.export(precision, "1" if batch == 1 else "dynamic", graph), device=device)
     c = seg.contract
     info = {**model_info(m), "impl": "usseg", "provider": seg.provider, "precision": precision, "batch": batch,
-            "variant": "recipe in the ONNX graph" if graph else ""}
+            "variant": "recipe in the ONNX graph" if graph else "",
+            "stage_providers": {"preprocess": "copy of the raw frame" if graph else "cv2 on the host",
+                                "postprocess": "Numba on the host"}}
     if batch > 1:
         return Pipeline(name, seg.batch, info, batch=batch), seg
     return Pipeline(name, seg, info, preprocess=lambda frame: prepare(frame, c, seg._input[0, 0]),
@@ -67,7 +69,7 @@ def seed_style_pipeline(name: str, m: ModelEntry, device: str, contract) -> Pipe
     pipe = SeedStylePipeline(m.torch_model(), device, m.height, m.width, contract.postprocess, contract.recipe)
     provider = "PyTorch eager " + ("CPU" if device == "cpu" else device)
     info = {**model_info(m), "impl": "seed-style", "provider": provider, "precision": "fp32", "batch": 1,
-            "variant": ""}
+            "variant": "", "stage_providers": {"preprocess": "cv2 on the host", "postprocess": "cv2 + scikit-image"}}
     return Pipeline(name, pipe, info, preprocess=pipe.preprocess, inference=pipe.infer,
                     postprocess=lambda labels, x: pipe.postprocess(labels))
 
@@ -207,6 +209,7 @@ def collect(group: Group, timing: GroupTiming, plan: Plan | None) -> dict[str, A
             if key not in timing.samples:
                 continue
             info = {**p.info, **extra}
+            info["provider"] = info.pop("stage_providers", {}).get(stage, info["provider"])
             if variant is not None and not extra.get("variant"):
                 info["variant"] = variant
             row = {"id": f"{group.name}/{key}", "group": group.name, "pipeline": p.name, "stage": stage, **info,

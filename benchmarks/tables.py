@@ -49,7 +49,7 @@ def _rows(report: dict[str, Any], group: str) -> list[dict[str, Any]]:
 
 
 def _label(r: dict[str, Any]) -> str:
-    pipeline = r.get("pipeline") or f"{r['impl']}:{r.get('model', '')}"
+    pipeline = r.get("pipeline") or (f"{r['impl']}:{r['model']}" if r.get("model") else r["impl"])
     variant = r.get("variant") or ""
     return pipeline + (f" [{variant}]" if variant and r["stage"] != "stream" else "")
 
@@ -190,7 +190,7 @@ def markdown(report: dict[str, Any], full: bool = True) -> str:
          stream_lines(report)),
         ("### Post-processing alone, one core", latency_table(report, "postprocess-1core") + [""]
          + ratio_table(report, "postprocess-1core", skip_headline=False)),
-        ("### Training cost (pytest-benchmark rounds)", (training_lines(report) + [""]
+        ("### Training cost (pytest-benchmark rounds, one benchmark after the other, not interleaved)", (training_lines(report) + [""]
                                                          + ratio_table(report, "pytest", skip_headline=False))
          if full else []),
     ]
