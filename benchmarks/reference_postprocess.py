@@ -12,15 +12,11 @@ from skimage.morphology import skeletonize
 
 from usseg.runtime.contract import PostprocessSpec
 from usseg.runtime.postprocess import (
-    HOUGH_MAX_LINE_GAP,
-    HOUGH_MIN_LINE_LENGTH,
     HOUGH_RHO,
     HOUGH_THETA,
-    HOUGH_THRESHOLD,
     LABEL_EPI,
     LABEL_MID,
     LABEL_VTB,
-    MORPH_ITERATIONS,
     MORPH_KERNEL,
     SpineGeometry,
     validate_labels,
@@ -36,11 +32,11 @@ def reference_postprocess(labels: np.ndarray, spec: PostprocessSpec = Postproces
     mid_fixed = fix_gaps(mid, epi, spec)
     vtb_fixed = fix_gaps(vtb, mid, spec)
     masks = np.stack([mid_fixed, vtb_fixed, epi])
-    mid_line = find_line(mid_fixed, spec.min_line_area)
+    mid_line = find_line(mid_fixed, spec)
     if mid_line is None:
         return SpineGeometry(np.zeros_like(masks), None, None, None)
     return SpineGeometry(masks, mid_line, find_box(vtb_fixed, spec.min_box_area),
-                         find_line(epi, spec.min_line_area))
+                         find_line(epi, spec))
 
 
 def fix_gaps(mask: np.ndarray, overlapping: np.ndarray, spec: PostprocessSpec) -> np.ndarray:
@@ -58,18 +54,21 @@ def largest_contour(mask: np.ndarray, passes) -> np.ndarray | None:
     return max(kept, key=cv2.contourArea) if kept else None
 
 
-def find_line(mask: np.ndarray, min_area: int) -> np.ndarray | None:
+def find_line(mask: np.ndarray, spec: PostprocessSpec) -> np.ndarray | None:
     """End points [[x1, y1], [x2, y2]] of the longest Hough segment of the largest blob's skeleton."""
-    cleaned = cv2.morphologyEx(mask, cv2.MORPH_OPEN, MORPH_KERNEL, iterations=MORPH_ITERATIONS)
-    cleaned = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, MORPH_KERNEL, iterations=MORPH_ITERATIONS)
+    min_area = spec.min_line_area
+    cleaned = mask
+    if spec.morph_iterations:
+        cleaned = cv2.morphologyEx(mask, cv2.MORPH_OPEN, MORPH_KERNEL, iterations=spec.morph_iterations)
+        cleaned = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, MORPH_KERNEL, iterations=spec.morph_iterations)
     contour = largest_contour(cleaned, lambda area: area > min_area)
     if contour is None:
         return None
     filled = np.zeros_like(cleaned)
     cv2.drawContours(filled, [contour], -1, 1, cv2.FILLED)
     skeleton = skeletonize(filled > 0).astype(np.uint8) * 255
-    segments = cv2.HoughLinesP(skeleton, HOUGH_RHO, HOUGH_THETA, HOUGH_THRESHOLD,
-                               minLineLength=HOUGH_MIN_LINE_LENGTH, maxLineGap=HOUGH_MAX_LINE_GAP)
+    segments = cv2.HoughLinesP(skeleton, HOUGH_RHO, HOUGH_THETA, spec.hough_threshold,
+                               minLineLength=spec.hough_min_length, maxLineGap=spec.hough_max_gap)
     if segments is None or len(segments) == 0:
         return None
     segments = segments.reshape(-1, 4).astype(np.float64)

@@ -193,6 +193,8 @@ POSTPROCESS_RULES = {
     "kind": OneOf(POSTPROCESS_KINDS), "min_line_area": Between(0, MAX_AREA),
     "min_box_area": Between(0, MAX_AREA), "gap_kernel": Between(1, 31, odd=True),
     "gap_iterations": Between(0, 20), "line_thickness_px": Between(1, 100),
+    "morph_iterations": Between(0, 20), "hough_threshold": Between(1, 100_000), "hough_min_length": Between(0, 100_000),
+    "hough_max_gap": Between(0, 100_000),
 }
 CONTRACT_RULES = {
     "resize": OneOf(RESIZE_POLICIES), "output": OneOf(OUTPUT_KINDS), "output_name": TENSOR_NAME,
@@ -257,6 +259,10 @@ class PostprocessSpec:
     gap_kernel: int = 5
     gap_iterations: int = 3
     line_thickness_px: int = 10
+    morph_iterations: int = 2       # open, then close, with a 3x3 kernel before a line is fitted
+    hough_threshold: int = 30       # cv2.HoughLinesP's votes, minLineLength and maxLineGap
+    hough_min_length: int = 5
+    hough_max_gap: int = 30
 
     def __post_init__(self) -> None:
         check_spec("postprocess", self, POSTPROCESS_RULES)
@@ -418,6 +424,25 @@ def validate(c: Contract) -> None:
         raise ContractError(f"contract field 'postprocess.kind': 'spine' needs classes {list(SPINE_CLASSES)}")
 
 
-def default_postprocess(classes: tuple[str, ...]) -> PostprocessSpec:
-    """The seed's rules for the spine classes, plain label maps for any other class set."""
-    return PostprocessSpec() if tuple(classes) == SPINE_CLASSES else PostprocessSpec(kind="none")
+SEED_FRAME = (480, 640)  # the label-map size the seed's post-processing thresholds were set for
+
+
+def default_postprocess(classes: tuple[str, ...], input_hw: tuple[int, int] = SEED_FRAME) -> PostprocessSpec:
+    """The seed's rules for the spine classes, plain label maps for any other class set.
+
+    The runtime post-processes labels at the model's input size, so the seed's pixel thresholds
+    (set for 480x640 maps) are scaled by the size of that map letterboxed into ``input_hw``:
+    areas by the square of the scale, the line clean-up's iterations and the Hough lengths and
+    votes by the scale. A structure the seed
+    would keep is kept at any model size; at 480x640 these are the seed's own values.
+    """
+    if tuple(classes) != SPINE_CLASSES:
+        return PostprocessSpec(kind="none")
+    seed = PostprocessSpec()
+    scale = min(input_hw[0] / SEED_FRAME[0], input_hw[1] / SEED_FRAME[1])
+    return PostprocessSpec(min_line_area=max(1, round(seed.min_line_area * scale ** 2)),
+                           morph_iterations=round(seed.morph_iterations * scale),
+                           min_box_area=max(1, round(seed.min_box_area * scale ** 2)),
+                           hough_threshold=max(5, round(seed.hough_threshold * scale)),
+                           hough_min_length=max(1, round(seed.hough_min_length * scale)),
+                           hough_max_gap=max(1, round(seed.hough_max_gap * scale)))

@@ -164,6 +164,10 @@ def test_every_named_recipe_and_default_spec_passes():
     for name in RECIPES:
         assert Contract.from_json(make_contract(recipe=get_recipe(name)).to_json()).recipe == get_recipe(name)
     assert PostprocessSpec() == default_postprocess(SPINE_CLASSES)
+    # the seed's 500 px at 480x640 become 125 px on a 240x320 map, and the same on a 240x640 one
+    assert default_postprocess(SPINE_CLASSES, (240, 320)).min_line_area == 125
+    assert default_postprocess(SPINE_CLASSES, (240, 640)).min_box_area == 125
+    assert default_postprocess(SPINE_CLASSES, (8, 8)).min_line_area == 1
     assert InputSpec().height == 480 and FrameSpec().width == 640
 
 

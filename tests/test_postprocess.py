@@ -16,7 +16,7 @@ from skimage.morphology import skeletonize as skimage_skeletonize
 
 from usseg.benchmarks.reference_postprocess import reference_postprocess, synthetic_spine_labels
 from usseg.runtime import postprocess as fast
-from usseg.runtime.contract import PostprocessSpec
+from usseg.runtime.contract import SPINE_CLASSES, PostprocessSpec, default_postprocess
 from usseg.runtime.postprocess import (
     EPI,
     LABEL_EPI,
@@ -129,9 +129,36 @@ def test_random_maps_exercise_every_outcome(references):
 def test_other_frame_sizes_and_parameters():
     rng = np.random.default_rng(7)
     for height, width in ((240, 320), (101, 157), (480, 640)):
-        for spec in (SPEC, PostprocessSpec(min_line_area=150, min_box_area=900, gap_kernel=3, gap_iterations=2)):
+        for spec in (SPEC, PostprocessSpec(min_line_area=150, min_box_area=900, gap_kernel=3, gap_iterations=2),
+                     default_postprocess(SPINE_CLASSES, (height, width)),
+                     PostprocessSpec(hough_threshold=12, hough_min_length=2, hough_max_gap=8, morph_iterations=0)):
             labels = synthetic_spine_labels(rng, height, width)
             assert_identical(postprocess_spine(labels, spec), reference_postprocess(labels, spec))
+
+
+def test_the_contracts_hough_defaults_are_the_seeds():
+    spec = PostprocessSpec()
+    assert (spec.hough_threshold, spec.hough_min_length, spec.hough_max_gap, spec.morph_iterations) == (
+        fast.HOUGH_THRESHOLD, fast.HOUGH_MIN_LINE_LENGTH, fast.HOUGH_MAX_LINE_GAP, fast.MORPH_ITERATIONS)
+
+
+def test_a_small_model_finds_the_line_a_seed_size_map_gives():
+    """The seed's thresholds scaled to the model's size: the scene drawn at a quarter of 480x640
+    gives a midline on the drawn line, of a length like the seed's at full size, where the
+    unscaled thresholds find none."""
+    big = np.zeros((480, 640), np.uint8)
+    cv2.line(big, (320, 60), (330, 420), 1, 10)
+    cv2.rectangle(big, (250, 380), (400, 430), 2, -1)
+    small = cv2.resize(big, (160, 120), interpolation=cv2.INTER_NEAREST)
+    seed_line = postprocess_spine(big, PostprocessSpec()).mid
+    assert seed_line is not None
+    assert postprocess_spine(small, PostprocessSpec()).mid is None
+    scaled = postprocess_spine(small, default_postprocess(SPINE_CLASSES, (120, 160))).mid
+    assert scaled is not None
+    for x, y in scaled * 4:  # on the drawn line (x 320 at y 60 to x 330 at y 420), within 3 small pixels
+        assert abs(x - (320 + 10 * (y - 60) / 360)) <= 12
+    length = lambda seg: float(np.hypot(*(seg[1] - seg[0])))  # noqa: E731
+    assert 4 * length(scaled) >= 0.5 * length(seed_line)
 
 
 # ------------------------------------------------------------------------- known geometry

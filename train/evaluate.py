@@ -24,6 +24,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from usseg.runtime.cli import add_device_option, add_model_option, add_out_option, alias_main
-from usseg.runtime.contract import Contract, PostprocessSpec
+from usseg.runtime.contract import SPINE_CLASSES, Contract, PostprocessSpec, default_postprocess
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
 from usseg.runtime.preprocess import preprocess
@@ -149,7 +150,10 @@ class GeometryScore:
         self.spurious = dict.fromkeys(self.values, 0)
 
     def update(self, pred: np.ndarray, true: np.ndarray) -> dict[str, float | None]:
-        gp, gt = self.postprocess(pred, self.spec), self.postprocess(true, self.spec)
+        # The maps are at the frame's own size: the seed's area thresholds scaled to that size.
+        at_frame = default_postprocess(SPINE_CLASSES, pred.shape[:2])
+        spec = replace(self.spec, min_line_area=at_frame.min_line_area, min_box_area=at_frame.min_box_area)
+        gp, gt = self.postprocess(pred, spec), self.postprocess(true, spec)
         frame: dict[str, float | None] = {}
         for key in self.values:
             p, t = getattr(gp, key), getattr(gt, key)

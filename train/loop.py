@@ -151,7 +151,8 @@ def package_version() -> str:
 def make_contract(cfg: TrainConfig, classes: tuple[str, ...], provenance: dict[str, Any]) -> Contract:
     mcfg = cfg.model_config()
     return Contract(classes=tuple(classes), input=InputSpec(height=mcfg.height, width=mcfg.width, batch=1),
-                    recipe=cfg.recipe_spec(), postprocess=default_postprocess(tuple(classes)),
+                    recipe=cfg.recipe_spec(),
+                    postprocess=default_postprocess(tuple(classes), (mcfg.height, mcfg.width)),
                     provenance=provenance)
 
 

@@ -34,8 +34,6 @@ MORPH_ITERATIONS = 2
 
 # Open then close (3x3, twice each) can grow a shape by at most this much, and only towards the
 # frame's edge; a region grown by _LINE_MARGIN around the shapes gives the full-frame result.
-_MORPH_SPREAD = MORPH_ITERATIONS * (MORPH_KERNEL.shape[0] // 2)
-_LINE_MARGIN = 2 * _MORPH_SPREAD + 2
 
 
 class _Scratch:
@@ -107,17 +105,20 @@ def _largest_contour(region: np.ndarray, offset: tuple[int, int], passes) -> np.
     return best
 
 
-def _line_of(mask: np.ndarray, box: Box, min_area: float, scratch: _Scratch) -> np.ndarray | None:
+def _line_of(mask: np.ndarray, box: Box, spec: PostprocessSpec, scratch: _Scratch) -> np.ndarray | None:
     """The seed's line for one class: end points of the longest Hough segment of the skeleton."""
+    min_area = spec.min_line_area
     # A contour must exceed min_area; the bound on a contour's area is a whole number.
-    found = scratch.relevant_region(mask, box, _MORPH_SPREAD, math.floor(min_area) + 1, _LINE_MARGIN)
+    spread = spec.morph_iterations * (MORPH_KERNEL.shape[0] // 2)  # how far the clean-up moves pixels
+    found = scratch.relevant_region(mask, box, spread, math.floor(min_area) + 1, 2 * spread + 2)
     if found is None:
         return None
     height, width = mask.shape
     top, bottom, left, right = found
     region = mask[top:bottom, left:right]
-    region = cv2.morphologyEx(region, cv2.MORPH_OPEN, MORPH_KERNEL, iterations=MORPH_ITERATIONS)
-    region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, MORPH_KERNEL, iterations=MORPH_ITERATIONS)
+    if spec.morph_iterations:
+        region = cv2.morphologyEx(region, cv2.MORPH_OPEN, MORPH_KERNEL, iterations=spec.morph_iterations)
+        region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, MORPH_KERNEL, iterations=spec.morph_iterations)
     best = _largest_contour(region, (left, top), lambda area: area > min_area)
     if best is None:
         return None
@@ -126,7 +127,7 @@ def _line_of(mask: np.ndarray, box: Box, min_area: float, scratch: _Scratch) -> 
     cv2.drawContours(filled, [best], -1, 1, cv2.FILLED, offset=(1 - x, 1 - y))
     _thin_in_place(filled, THINNING_TABLE, scratch.border, scratch.removed)
     found = _hough_segments(filled, y - 1, x - 1, height, width, HOUGH_COS, HOUGH_SIN, scratch.accum,
-                            HOUGH_THRESHOLD, HOUGH_MIN_LINE_LENGTH, HOUGH_MAX_LINE_GAP,
+                            spec.hough_threshold, spec.hough_min_length, spec.hough_max_gap,
                             scratch.queue, scratch.cells, scratch.segments)
     if found == 0:
         return None
@@ -176,13 +177,13 @@ def postprocess_spine(labels: np.ndarray, spec: PostprocessSpec = PostprocessSpe
     boxes[VTB] = _add_overlap(masks[VTB], boxes[VTB], labels, LABEL_MID, boxes[MID], kernel, spec.gap_iterations)
     boxes[MID] = _add_overlap(masks[MID], boxes[MID], labels, LABEL_EPI, boxes[EPI], kernel, spec.gap_iterations)
 
-    mid = _line_of(masks[MID], boxes[MID], spec.min_line_area, scratch)
+    mid = _line_of(masks[MID], boxes[MID], spec, scratch)
     if mid is None:
         for plane, box in enumerate(boxes):
             if not _is_empty(box):
                 masks[plane, box[0]:box[1], box[2]:box[3]] = 0
         return SpineGeometry(masks, None, None, None)
-    epi = _line_of(masks[EPI], boxes[EPI], spec.min_line_area, scratch)
+    epi = _line_of(masks[EPI], boxes[EPI], spec, scratch)
     vtb = _box_of(masks[VTB], boxes[VTB], spec.min_box_area, scratch)
     return SpineGeometry(masks, mid, vtb, epi)
 
