@@ -430,6 +430,18 @@ def test_slow_machine_shortens_the_run(folder_dir, tmp_path, caplog):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 3
 
 
+def test_epochs_come_back_when_the_machine_speeds_up(folder_dir, tmp_path):
+    from usseg.train.budget import Clock
+
+    trainer = loop.Trainer(tiny(epochs=10), folder_dir, tmp_path / "run", progress=False)
+    # the first epoch takes 100 s, the others 10 s each
+    trainer.clock = Clock(350.0, now=lambda: 0.0 if trainer.epoch < 0 else 100.0 + 10 * trainer.epoch, max_epochs=10)
+    summary = trainer.run()
+    resized = [h["resized"] for h in trainer.history if "resized" in h]
+    assert resized[0] == 3 and resized[-1] == 10 and resized == sorted(resized)  # 3, then given back up to 10
+    assert trainer.cfg.epochs == 10 and summary["last_epoch"] == 9
+
+
 # -- the run folder ---------------------------------------------------------------------------------
 
 def test_stale_temporaries_are_removed_at_start(folder_dir, tmp_path):

@@ -5,7 +5,8 @@ optimiser step) are timed for each candidate network, narrowest first; the wides
 gets ``MIN_STEPS`` optimiser steps inside the budget is kept, and the epochs, the validation
 interval and the early-stopping patience are sized from its timing. During the run, ``Clock``
 shortens the run when the machine turns out slower than timed (other jobs on it), so that it
-ends within about one epoch of the deadline; it never lengthens it.
+ends within about one epoch of the deadline, and gives the epochs back (never more than were
+fitted) when it speeds up again.
 
 The sizing is pure (``size_run``, ``choose_network``) and takes the timer as an argument, so it
 is tested with a fake one.
@@ -153,10 +154,11 @@ def time_steps(model: Any, train_set: Any, val_set: Any, loss_fn: Any, batch_siz
 
 
 class Clock:
-    """The deadline of a budgeted run and the epochs that still fit before it."""
+    """The deadline of a budgeted run and the epochs that still fit before it; ``max_epochs``:
+    what the budget fitted, the most a run is given back when the machine speeds up again."""
 
-    def __init__(self, deadline: float, now: Callable[[], float] = time.monotonic) -> None:
-        self.deadline, self.now = deadline, now
+    def __init__(self, deadline: float, now: Callable[[], float] = time.monotonic, max_epochs: int | None = None) -> None:
+        self.deadline, self.now, self.max_epochs = deadline, now, max_epochs
         self.started: float | None = None
         self.first_epoch = 0
 

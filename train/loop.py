@@ -434,18 +434,24 @@ class Trainer:
         return self.summary(first, time.perf_counter() - started, stopped_early)
 
     def _fit_deadline(self, epoch: int) -> None:
-        """Shorten the run when the epochs left no longer fit before the budget's deadline."""
-        fits = self.clock.fit_epochs(epoch, self.cfg.epochs)
+        """Shorten the run when the epochs left no longer fit before the budget's deadline, and
+        give epochs back (up to those the budget fitted) when the machine is faster again."""
+        fits = self.clock.fit_epochs(epoch, self.clock.max_epochs or self.cfg.epochs)
+        if fits == self.cfg.epochs:
+            return
         if fits < self.cfg.epochs:
-            first = not any(h.get("shortened") for h in self.history)
+            first = not any("resized" in h for h in self.history)
             (log.warning if first else log.info)(
                 "the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end within the "
                 "budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
-            if self.history:
-                self.history[-1]["shortened"] = fits
-            self.set_epochs(fits)
-            if self.comm.is_main:
-                write_json(self.out / "config.json", self.cfg.to_dict())
+        else:
+            log.info("the machine is faster again (%.1f s per epoch): %d epochs instead of %d",
+                     self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
+        if self.history:
+            self.history[-1]["resized"] = fits
+        self.set_epochs(fits)
+        if self.comm.is_main:
+            write_json(self.out / "config.json", self.cfg.to_dict())
 
     def _progress(self, epoch: int) -> str:
         """'best 0.63 at 35; 9.1 s/epoch, ends about 10:42:10 (in 7.3 min)'."""
@@ -548,7 +554,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
                     log.info("budget: %s%s: %s", key, "" if value is None else f" = {_short(value)}", why)
                 if on_fit is not None:
                     on_fit(trainer.cfg, reasons)
-            trainer.clock = Clock(deadline)
+            trainer.clock = Clock(deadline, max_epochs=trainer.cfg.epochs)
         summary = trainer.run()
         summary["total_seconds"] = round(time.monotonic() - started, 1)
         if budget_s is not None:
