@@ -5,8 +5,8 @@ optimiser step) are timed for each candidate network, narrowest first; the wides
 gets ``MIN_STEPS`` optimiser steps inside the budget is kept, and the epochs, the validation
 interval and the early-stopping patience are sized from its timing. During the run, ``Clock``
 shortens the run when the machine turns out slower than timed (other jobs on it), so that it
-ends within about one epoch of the deadline, and gives the epochs back (never more than were
-fitted) when it speeds up again.
+ends within about one epoch of the deadline, and gives epochs back when it is faster than
+timed (in the first half of the run up to 1.5 times the fitted epochs).
 
 The sizing is pure (``size_run``, ``choose_network``) and takes the timer as an argument, so it
 is tested with a fake one.
@@ -32,6 +32,7 @@ FEW_STEPS = 1000               # below this a warning: the phantom failed at 325
 TARGET_VALIDATIONS = 20        # validations over a run: enough to pick a checkpoint and stop early
 PATIENCE_SHARE = 0.3           # early stop after this share of the validations without gain
 RESERVE = 0.03                 # of the budget, kept for checkpoint writes and the final summary
+GROWTH = 1.5                   # a run faster than timed may grow to this many times its fitted epochs
 MAX_EPOCHS = 5000
 
 
@@ -155,7 +156,7 @@ def time_steps(model: Any, train_set: Any, val_set: Any, loss_fn: Any, batch_siz
 
 class Clock:
     """The deadline of a budgeted run and the epochs that still fit before it; ``max_epochs``:
-    what the budget fitted, the most a run is given back when the machine speeds up again."""
+    the epochs the budget fitted."""
 
     def __init__(self, deadline: float, now: Callable[[], float] = time.monotonic, max_epochs: int | None = None) -> None:
         self.deadline, self.now, self.max_epochs = deadline, now, max_epochs

@@ -43,7 +43,7 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
-from .budget import FEW_STEPS, MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
+from .budget import FEW_STEPS, GROWTH, MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -434,9 +434,14 @@ class Trainer:
         return self.summary(first, time.perf_counter() - started, stopped_early)
 
     def _fit_deadline(self, epoch: int) -> None:
-        """Shorten the run when the epochs left no longer fit before the budget's deadline, and
-        give epochs back (up to those the budget fitted) when the machine is faster again."""
-        fits = self.clock.fit_epochs(epoch, self.clock.max_epochs or self.cfg.epochs)
+        """Shorten the run when the epochs left no longer fit before the budget's deadline; when
+        the machine is faster than timed, give epochs back, and in the first half of the run add
+        up to half as many again (later the learning rate is too far down its curve for that)."""
+        if math.isinf(self.clock.deadline) or self.clock.seconds_per_epoch(epoch) is None:
+            return  # no budget, or nothing measured yet
+        fitted = self.clock.max_epochs or self.cfg.epochs
+        ceiling = int(fitted * GROWTH) if epoch < self.cfg.epochs // 2 else max(fitted, self.cfg.epochs)
+        fits = self.clock.fit_epochs(epoch, ceiling)
         if fits == self.cfg.epochs:
             return
         if fits < self.cfg.epochs:
@@ -445,7 +450,7 @@ class Trainer:
                 "the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end within the "
                 "budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
         else:
-            log.info("the machine is faster again (%.1f s per epoch): %d epochs instead of %d",
+            log.info("the machine is faster than timed (%.1f s per epoch): %d epochs instead of %d",
                      self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
         if self.history:
             self.history[-1]["resized"] = fits
@@ -559,7 +564,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
         summary["total_seconds"] = round(time.monotonic() - started, 1)
         if budget_s is not None:
             summary["budget"] = {"seconds": round(budget_s, 1), "reasons": reasons,
-                                 "planned_epochs": trainer.cfg.epochs}
+                                 "fitted_epochs": trainer.clock.max_epochs, "epochs": trainer.cfg.epochs}
         trainer.write_metrics(summary)
     return summary
 
