@@ -47,7 +47,8 @@ def model_info(m: ModelEntry) -> dict[str, Any]:
 def usseg_pipeline(name: str, m: ModelEntry, device: str, precision: str = "fp32",
                    graph: tuple[int, int] | None = None, batch: int = 1):
     """(Pipeline, Segmenter): the runtime as a user runs it; stages through the same functions."""
-    from usseg.runtime.segmenter import Segmenter, finish, prepare
+    from usseg.runtime.pipeline import finish, prepare
+    from usseg.runtime.segmenter import Segmenter
 
     seg = Segmenter(m.export(precision, "1" if batch == 1 else "dynamic", graph), device=device)
     c = seg.contract

@@ -25,7 +25,7 @@ import numpy as np
 from .contract import METADATA_KEY, Contract, ContractError
 from .errors import UssegError
 from .model_io import GraphMismatchError, check_graph_io, triton_tensors
-from .segmenter import FramePipeline, labels_from_output
+from .pipeline import FramePipeline, labels_from_output
 
 log = logging.getLogger("usseg.runtime")
 
