@@ -34,7 +34,7 @@ log = logging.getLogger("usseg.train")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="mask folder (images/, masks/, split.csv, classes.json)")
-    add_out_option(p, "run folder: checkpoints, config.json, metrics.json, tb/")
+    add_out_option(p, "run folder: checkpoints, config.json, metrics.json, tb/ (and plan.json, fingerprint.json when planned)")
     p.add_argument("--budget", metavar="TIME", help="wall time for the whole run on this machine: 30m, 1h30m, 90s")
     base = p.add_mutually_exclusive_group()
     base.add_argument("--plan", type=Path, help="a plan file (usseg plan; edit it if you like) as the base")
