@@ -314,6 +314,24 @@ def test_early_stop_after_patience(folder_dir, tmp_path, monkeypatch):
     assert summary["stopped_early"] and summary["last_epoch"] == 2 and summary["best_epoch"] == 0
 
 
+def test_no_early_stop_before_patience_start(folder_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "validate", lambda *a: (1.0, np.array([0.5, 0.5, 0.5])))
+    early = loop.train(tiny(epochs=6, patience=1), folder_dir, tmp_path / "a", progress=False)
+    late = loop.train(tiny(epochs=6, patience=1, patience_start=0.5), folder_dir, tmp_path / "b", progress=False)
+    assert early["last_epoch"] == 1 and late["last_epoch"] == 2  # not before epoch 3 of 6
+
+
+def test_resume_of_a_run_from_before_new_fields(folder_dir, tmp_path):
+    run = tmp_path / "run"
+    loop.train(tiny(epochs=1), folder_dir, run, progress=False)
+    state = load_checkpoint(run / "last.pt")
+    for key in ("augmentation", "hd_cap", "hd_guard", "patience_start"):  # fields an older usseg did not write
+        del state["train_config"][key]
+    torch.save(state, run / "last.pt")
+    summary = loop.train(tiny(epochs=2), folder_dir, run, resume=True, progress=False)
+    assert summary["last_epoch"] == 1
+
+
 def test_offline_copies_replace_online_augmentation(folder_dir, tmp_path):
     trainer = loop.Trainer(tiny(offline_copies=2), folder_dir, tmp_path / "run", progress=False)
     assert len(trainer.train_set) == 3 * len(trainer.parts["train"])

@@ -52,6 +52,7 @@ class TrainConfig:
     schedule: str = "none"                   # none | cosine | poly (stepped once per epoch)
     val_every: int = 1                       # validate every k epochs (and after the last)
     patience: int = 0                        # early stop after this many validations without gain; 0 = off
+    patience_start: float = 0.0              # no early stop before this fraction of the epochs
     seed: int = 0
     num_workers: int = 0                     # DataLoader worker processes
     augment: bool = True                     # augmentation on (strengths: ``augmentation``)
@@ -79,6 +80,7 @@ class TrainConfig:
             ("lr", self.lr > 0, "> 0"),
             ("val_every", self.val_every >= 1, ">= 1"),
             ("patience", self.patience >= 0, ">= 0"),
+            ("patience_start", 0 <= self.patience_start < 1, "in [0, 1)"),
             ("seed", self.seed >= 0, ">= 0"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("offline_copies", self.offline_copies >= 0, ">= 0"),
@@ -152,7 +154,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: malformed JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of train config fields")
+        raise ValueError(f"{path}: expected a JSON object of train config fields")  # noqa: TRY004  (a config error)
     data = {k: v for k, v in data.items() if k not in PLAN_KEYS}
     try:
         check_keys(data)

@@ -43,7 +43,7 @@ from usseg.runtime.contract import Contract, InputSpec, default_postprocess
 from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
-from .budget import FEW_STEPS, GROWTH, MIN_STEPS, RESERVE, Clock, choose_network, size_run, time_steps
+from .budget import FEW_STEPS, GROWTH, MIN_STEPS, PATIENCE_START, RESERVE, Clock, choose_network, size_run, time_steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 # Fields that --resume accepts changed (each is logged); a new ``epochs`` reshapes the HD-weight
 # and learning-rate schedules from the resumed epoch on. Any other change is an error.
-RESUMABLE_CHANGES = ("epochs", "patience", "val_every", "num_workers", "device")
+RESUMABLE_CHANGES = ("epochs", "patience", "patience_start", "val_every", "num_workers", "device")
 OLD_TMP_SUFFIX = ".tmp.pt"  # temporaries of checkpoints written before names carried TMP_MARK
 
 
@@ -246,7 +246,7 @@ class Trainer:
             log.warning("the budget gives %d optimiser steps (%s s each); with fewer than %d the phantom did not "
                         "train well (docs/ablation.md)", size.steps, f"{timings[index].step_s:.3f}", FEW_STEPS)
         self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
-                           patience=size.patience)
+                           patience=size.patience, patience_start=PATIENCE_START)
         if len(options) > 1:
             which = (f"the widest of {len(options)} candidates timed on this machine that reaches {MIN_STEPS} "
                      if size.steps >= MIN_STEPS else
@@ -256,7 +256,8 @@ class Trainer:
         reasons["epochs"] = (f"{size.epochs} epochs of {steps_per_epoch} steps at {timings[index].step_s:.3f} s per "
                              f"step fill {seconds / 60:.1f} min with validation (estimate {size.seconds / 60:.1f} min)")
         reasons["val_every"] = f"every {size.val_every} epochs: about 20 validations in the run"
-        reasons["patience"] = f"stop after {size.patience} validations without a better mean val Dice (30 %)"
+        reasons["patience"] = (f"stop after {size.patience} validations without a better mean val Dice (30 %), "
+                               f"not before {PATIENCE_START:.0%} of the epochs")
         self._build()
         return reasons
 
@@ -283,7 +284,8 @@ class Trainer:
         the number of processes, so a run may go on with more or fewer of them.
         """
         state = self.comm.from_main(lambda: load_checkpoint(path))
-        saved, now = state.get("train_config", {}), self.cfg.to_dict()
+        # fields added since the checkpoint was written count as their defaults
+        saved, now = {**TrainConfig().to_dict(), **state.get("train_config", {})}, self.cfg.to_dict()
         changed = sorted(k for k in now if saved.get(k) != now[k])
         fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
         if fixed:
@@ -422,7 +424,8 @@ class Trainer:
                              self.cfg.epochs, entry["train_loss"], entry["val_loss"], _fmt(entry["val_dice"]),
                              _fmt(entry["mean_val_dice"]), self._progress(epoch))
                     self._guard_boundary_loss(entry)
-                if self.cfg.patience and stale_validations(self.history) >= self.cfg.patience:
+                late = epoch + 1 >= self.cfg.patience_start * self.cfg.epochs
+                if self.cfg.patience and late and stale_validations(self.history) >= self.cfg.patience:
                     log.info("early stop after epoch %d: no better mean val Dice in %d validations", epoch + 1,
                              self.cfg.patience)
                     stopped_early = True

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import PATIENCE_START
 from .config import TrainConfig
 from .fingerprint import Fingerprint
 
@@ -213,7 +214,8 @@ def make_plan(fp: Fingerprint, device: Device) -> Plan:
     train_frames = fp.train_frames if has_val else round(fp.train_frames * (1 - val_fraction))
     epochs, val_every, patience, reasons["epochs"] = plan_epochs(math.ceil(train_frames / batch))
     reasons["val_every"] = f"every {val_every} epochs: about 20 validations"
-    reasons["patience"] = f"stop after {patience} validations (30 %) without a better mean val Dice"
+    reasons["patience"] = (f"stop after {patience} validations (30 %) without a better mean val Dice, not before "
+                           f"{PATIENCE_START:.0%} of the epochs (the cosine schedule's low-rate end is where runs gained)")
     augmentation, reasons["augmentation"] = plan_augmentation(fp)
     reasons["recipe"] = ("realtime (CLAHE + unsharp, no denoiser): NLM costs about 60 ms a frame and gained "
                          "nothing measurable on the phantom or on usgra-seg (docs/ablation.md)")
@@ -223,7 +225,8 @@ def make_plan(fp: Fingerprint, device: Device) -> Plan:
     reasons["num_workers"] = (f"{workers}: loader workers slowed training on 2 CPU cores" if device.kind == "cpu"
                               else f"{workers} loader workers beside the GPU")
     cfg = TrainConfig(model="wide", model_overrides=chosen, recipe="realtime", epochs=epochs, batch_size=batch,
-                      lr=1e-3, schedule="cosine", val_every=val_every, patience=patience, num_workers=workers,
+                      lr=1e-3, schedule="cosine", val_every=val_every, patience=patience,
+                      patience_start=PATIENCE_START, num_workers=workers,
                       augment=True, augmentation=augmentation, hd_max=hd_max, val_fraction=round(val_fraction, 3),
                       device=device.kind)
     info = {"data": fp.data, "data_id": fp.data_id, "device": {"kind": device.kind, "name": device.name,
