@@ -37,7 +37,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for a corrupt or unsafe file)
         raise DataError(f"{path}: not a readable usseg checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(state, dict):
         raise DataError(f"{path}: not a usseg checkpoint (expected a dict)")
