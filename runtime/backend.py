@@ -8,7 +8,7 @@ through IO binding and warms up -- with a CUDA graph, until the graph has been c
 has been checked against regular runs. Any provider failure on the way moves on to the next plan and
 is reported; a bad model raises ModelError and an exhausted device OutOfMemoryError, at once.
 
-Buffers: the host side of the input and output is page-locked (``cudaHostRegister``) where CUDA's
+Buffers (buffers.py): the host side of the input and output is page-locked (``cudaHostRegister``) where CUDA's
 runtime library can be loaded, so the copies are direct DMA; the device side is one OrtValue each,
 bound once, whose addresses a captured graph keeps. The device-to-host copy goes into the host
 buffer without a new array per frame where this ONNX Runtime can (``copy_tensors``), which warm-up
@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import queue
-import threading
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from .buffers import READBACKS, Bound, IOSpec, Worker, copy_numpy
 from .providers import (
     CPU,
     CUDA,
@@ -59,18 +56,6 @@ log = logging.getLogger("usseg.runtime")
 # third run of a thread (min_num_runs_before_cuda_graph_capture_ = 2), TensorRT's after one;
 # the last two runs are replays, compared with the first two.
 CAPTURE_RUNS = 5
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    """The one input and one output the backend binds (batch 1 shapes)."""
-
-    input_name: str
-    input_shape: tuple[int, ...]
-    input_dtype: Any
-    output_name: str
-    output_shape: tuple[int, ...]
-    output_dtype: Any
 
 
 class _Unusable(Exception):
@@ -148,148 +133,6 @@ def check_active(session: Any, plan: Plan) -> None:
                             f"the session was rebuilt without them")
 
 
-# -- host and device buffers ----------------------------------------------------------------------------
-class _CudaRuntime:
-    """cudaHostRegister / cudaHostUnregister through CUDA's runtime library, if it can be loaded
-    (``onnxruntime.preload_dlls`` loads it from the nvidia pip packages)."""
-
-    NAMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll")
-
-    def __init__(self) -> None:
-        self.lib = None
-        for name in self.NAMES:
-            try:
-                self.lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-
-    def register(self, array: np.ndarray) -> bool:
-        if self.lib is None:
-            return False
-        err = self.lib.cudaHostRegister(ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes),
-                                        ctypes.c_uint(1))  # cudaHostRegisterPortable
-        return err == 0
-
-    def unregister(self, address: int) -> None:
-        if self.lib is not None:
-            self.lib.cudaHostUnregister(ctypes.c_void_p(address))
-
-
-_cudart: _CudaRuntime | None = None
-
-
-def cuda_runtime() -> _CudaRuntime:
-    global _cudart
-    if _cudart is None:
-        _cudart = _CudaRuntime()
-    return _cudart
-
-
-def host_array(shape: tuple[int, ...], dtype: Any, pin: bool) -> tuple[np.ndarray, bool]:
-    """A zeroed C-contiguous host array, page-locked when ``pin`` and CUDA's runtime allows."""
-    if not pin:
-        return np.zeros(shape, dtype), False
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.zeros(nbytes + 4096, np.uint8)
-    start = (-raw.ctypes.data) % 4096
-    array = raw[start:start + nbytes].view(dtype).reshape(shape)
-    runtime = cuda_runtime()
-    if not runtime.register(array):
-        return np.zeros(shape, dtype), False
-    weakref.finalize(raw, runtime.unregister, array.ctypes.data)
-    return array, True
-
-
-def device_value(shape: tuple[int, ...], dtype: Any, device_id: int) -> Any:
-    return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", device_id)
-
-
-def _copy_tensors(dev: Any, host: np.ndarray) -> None:
-    ort.copy_tensors([dev], [ort.OrtValue.ortvalue_from_numpy(host)])
-
-
-def _update_inplace(dev: Any, host: np.ndarray) -> None:
-    ort.OrtValue.ortvalue_from_numpy(host).update_inplace(dev)
-
-
-def _copy_numpy(dev: Any, host: np.ndarray) -> None:
-    np.copyto(host, dev.numpy().reshape(host.shape), casting="unsafe")
-
-
-# Tried in this order at warm-up; the last one always works but allocates a host array per call.
-READBACKS: dict[str, Callable[[Any, np.ndarray], None]] = {
-    "copy_tensors": _copy_tensors, "update_inplace": _update_inplace, "numpy": _copy_numpy}
-
-
-class _Bound:
-    """One set of buffers bound to a session: host input/output, and on a GPU their device twins."""
-
-    def __init__(self, session: Any, spec: IOSpec, batch: int, gpu: bool, device_id: int) -> None:
-        in_shape, out_shape = (batch,) + spec.input_shape[1:], (batch,) + spec.output_shape[1:]
-        self.host_in, pin_in = host_array(in_shape, spec.input_dtype, gpu)
-        self.host_out, pin_out = host_array(out_shape, spec.output_dtype, gpu)
-        self.pinned = pin_in and pin_out
-        self.gpu = gpu
-        self.binding = session.io_binding()
-        if gpu:
-            self.dev_in = device_value(in_shape, spec.input_dtype, device_id)
-            self.dev_out = device_value(out_shape, spec.output_dtype, device_id)
-        else:
-            self.dev_in = ort.OrtValue.ortvalue_from_numpy(self.host_in)
-            self.dev_out = ort.OrtValue.ortvalue_from_numpy(self.host_out)
-        self.binding.bind_ortvalue_input(spec.input_name, self.dev_in)
-        self.binding.bind_ortvalue_output(spec.output_name, self.dev_out)
-
-    def run(self, session: Any, copy_input: bool, readback: Callable[[Any, np.ndarray], None]) -> np.ndarray:
-        if self.gpu and copy_input:
-            self.dev_in.update_inplace(self.host_in)
-        session.run_with_iobinding(self.binding)
-        if self.gpu:
-            readback(self.dev_out, self.host_out)
-        return self.host_out
-
-
-# -- the worker thread ----------------------------------------------------------------------------
-class _Worker:
-    """One daemon thread that runs the calls given to it, in order (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="usseg-gpu", daemon=True)
-        self._thread.start()
-
-    @property
-    def ident(self) -> int | None:
-        return self._thread.ident
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, box, done = job
-            try:
-                box.append((True, fn(*args)))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
-                box.append((False, exc))
-            done.set()
-
-    def call(self, fn: Callable, *args: Any) -> Any:
-        if threading.get_ident() == self._thread.ident:
-            return fn(*args)
-        box: list = []
-        done = threading.Event()
-        self._jobs.put((fn, args, box, done))
-        done.wait()
-        ok, value = box[0]
-        if ok:
-            return value
-        raise value
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
 
 # -- the backend ------------------------------------------------------------------------------------
 class Backend:
@@ -300,8 +143,8 @@ class Backend:
                  cache_dir: str | Path = "", fp16: bool | None = None, warmup: bool = True) -> None:
         self.path, self.request, self._threads = Path(model), parse_device(device), threads
         self._describe, self._warmup = describe, warmup
-        self._worker: _Worker | None = None
-        self._batch: tuple[Any, dict[int, _Bound]] | None = None
+        self._worker: Worker | None = None
+        self._batch: tuple[Any, dict[int, Bound]] | None = None
         self.fallbacks: list[str] = []
         if self.request.kind != "cpu":
             warn_conflicting_packages(str(self.request))
@@ -329,7 +172,7 @@ class Backend:
     # -- set-up ----------------------------------------------------------------------------------
     def _start(self, plan: Plan) -> None:
         if plan.cuda_graph:
-            self._worker = _Worker()
+            self._worker = Worker()
         self.plan = plan
         self._guard(self.call, self._open, plan)
 
@@ -354,9 +197,9 @@ class Backend:
         self.spec = self._describe(self.session)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = plan.on_gpu
-        self._bound = _Bound(self.session, self.spec, 1, self.on_gpu, plan.device_id)
+        self._bound = Bound(self.session, self.spec, 1, self.on_gpu, plan.device_id)
         self.readback = "none"
-        self._readback = _copy_numpy
+        self._readback = copy_numpy
         self.capture_verified: bool | None = None
         if self.on_gpu:
             self._choose_readback()
@@ -437,7 +280,7 @@ class Backend:
                                 f"({first_line(exc)})") from None
 
     # -- several frames in one call ---------------------------------------------------------------
-    def batch_buffers(self, n: int) -> _Bound:
+    def batch_buffers(self, n: int) -> Bound:
         """Buffers for ``n`` frames on a second session without CUDA graphs (a captured graph replays
         one shape), made once per size; TensorRT's place is taken by CUDA there, which needs no
         engine per batch size."""
@@ -453,10 +296,10 @@ class Backend:
         if n not in bound:
             if len(bound) >= 2:
                 bound.pop(next(iter(bound)))
-            bound[n] = self._checked(self.call, _Bound, session, self.spec, n, self.on_gpu, self.plan.device_id)
+            bound[n] = self._checked(self.call, Bound, session, self.spec, n, self.on_gpu, self.plan.device_id)
         return bound[n]
 
-    def run_batch(self, buffers: _Bound, copy_input: bool = True) -> np.ndarray:
+    def run_batch(self, buffers: Bound, copy_input: bool = True) -> np.ndarray:
         session = self._batch[0]
         return self._checked(self.call, buffers.run, session, copy_input, self._readback)
 

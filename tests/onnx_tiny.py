@@ -102,12 +102,12 @@ class FakeBinding:
 
 
 class FakeGpu:
-    """Installs itself into usseg.runtime.backend (and segmenter) with monkeypatch; see the module
+    """Installs itself into usseg.runtime.backend (and buffers, segmenter) with monkeypatch; see the module
     docstring. ``world`` switches failures on: trt_missing, rebuild, graph_refused, oom_open,
     oom_run (after that many runs), stale_replay."""
 
     def __init__(self, monkeypatch, available=("CUDAExecutionProvider", "CPUExecutionProvider"), **world):
-        from usseg.runtime import backend, segmenter
+        from usseg.runtime import backend, buffers, segmenter
 
         self.available, self.world = list(available), world
         self.sessions, self.runs, self.captures, self.opened = [], [], [], []
@@ -115,7 +115,7 @@ class FakeGpu:
         monkeypatch.setattr(backend, "available_providers", lambda: list(self.available))
         monkeypatch.setattr(segmenter, "available_providers", lambda: list(self.available))
         monkeypatch.setattr(backend, "tensorrt_loadable", lambda: not world.get("trt_missing", False))
-        monkeypatch.setattr(backend, "device_value", lambda shape, dtype, device_id: FakeDeviceValue(shape, dtype))
+        monkeypatch.setattr(buffers, "device_value", lambda shape, dtype, device_id: FakeDeviceValue(shape, dtype))
         real_open = backend.open_session
         monkeypatch.setattr(backend, "open_session", lambda model, plan, threads=None, optimize=True:
                             self.open(real_open, model, plan, threads, optimize))

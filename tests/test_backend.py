@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx_tiny import FakeGpu, cuda_device_present, tiny_model
 
-from usseg.runtime import backend
+from usseg.runtime import backend, buffers
 from usseg.runtime.errors import UsageError
 from usseg.runtime.preprocess import preprocess
 from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, Plan, ProviderError
@@ -165,18 +165,18 @@ def test_out_of_memory_is_its_own_error(models, frames, monkeypatch):
 def test_gpu_buffers_are_page_locked_when_cudart_loads(models, monkeypatch):
     registered = []
 
-    class FakeCudart(backend._CudaRuntime):
+    class FakeCudart(buffers.CudaRuntime):
         def __init__(self):
             self.lib = types.SimpleNamespace(cudaHostRegister=lambda p, n, f: registered.append((p.value, n.value)) or 0,
                                              cudaHostUnregister=lambda p: 0)
 
     FakeGpu(monkeypatch)
-    monkeypatch.setattr(backend, "cuda_runtime", FakeCudart)
+    monkeypatch.setattr(buffers, "cuda_runtime", FakeCudart)
     seg = Segmenter(models["logits"], device="cuda")
     info = seg.model_info()
     assert info["pinned_host_buffers"] is True and info["readback"] == "numpy"
     assert (seg._input.ctypes.data, seg._input.nbytes) in registered and seg._input.ctypes.data % 4096 == 0
-    monkeypatch.setattr(backend, "cuda_runtime", lambda: types.SimpleNamespace(register=lambda a: False))
+    monkeypatch.setattr(buffers, "cuda_runtime", lambda: types.SimpleNamespace(register=lambda a: False))
     assert Segmenter(models["logits"], device="cuda").model_info()["pinned_host_buffers"] is False
 
 
