@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from usseg.train import loop
+from usseg.train import loop, steps
 from usseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from usseg.train.config import TrainConfig, resolve_config
 from usseg.train.dataset import make_loader, make_val_loader, shard_batches
@@ -167,7 +167,7 @@ def test_sharded_validation_equals_one_process(phantom_data, tmp_path):
     args = (trainer.loss_fn, 0.1, 4, torch.device("cpu"), False)  # HD weight 0.1: both loss terms
     whole = loop.validate(trainer.model, make_val_loader(trainer.val_set, BATCH), *args)
     parts = [b for rank in range(2)
-             for b in loop.validate_batches(trainer.model, make_val_loader(trainer.val_set, BATCH, rank, 2), *args)]
+             for b in steps.validate_batches(trainer.model, make_val_loader(trainer.val_set, BATCH, rank, 2), *args)]
     assert len(parts) == 3
-    combined = loop.combine_validation(parts[::-1], 4)  # in any order
+    combined = steps.combine_validation(parts[::-1], 4)  # in any order
     assert combined[0] == whole[0] and np.array_equal(combined[1], whole[1], equal_nan=True)

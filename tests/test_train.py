@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from usseg.runtime.contract import Contract
-from usseg.train import loop
+from usseg.train import budget_fit, loop
 from usseg.train.augment import Augmenter, offline_copies
 from usseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from usseg.train.config import PROFILES, TrainConfig, resolve_config
@@ -414,8 +414,8 @@ def test_budget_picks_the_network_and_sizes_the_epochs(folder_dir, tmp_path, mon
     def fake_time_steps(model, *args, **kwargs):  # wider networks are slower: 1 s per 1000 parameters
         return Timing(step_s=sum(p.numel() for p in model.parameters()) / 1000, val_batch_s=0.5)
 
-    monkeypatch.setattr(loop, "time_steps", fake_time_steps)
-    monkeypatch.setattr(loop, "MIN_STEPS", 20)
+    monkeypatch.setattr(budget_fit, "time_steps", fake_time_steps)
+    monkeypatch.setattr(budget_fit, "MIN_STEPS", 20)
     narrow = {"channels": [2, 4, 8], "strides": [2, 2], "num_res_units": 1}   # ~0.5 k parameters
     wide = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}   # ~10 k parameters
     fitted, threads = {}, torch.get_num_threads()

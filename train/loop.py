@@ -8,7 +8,7 @@
 
 Epochs are counted from 0 in files (checkpoint "epoch", history) and from 1 in messages.
 
-With a time budget (budget.py) the network and the epochs are fitted to this machine before the
+With a time budget (budget.py, budget_fit.py) the network and the epochs are fitted to this machine before the
 first epoch, and the run is shortened while it trains if the machine gets slower. The boundary
 loss, when a configuration turns it on, is guarded: if the mean val Dice falls more than
 ``hd_guard`` below its best from before the boundary term came in, the term is switched off for
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,17 +32,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usseg.runtime.contract import Contract, InputSpec, default_postprocess
-from usseg.runtime.fileio import remove_stale_temporaries
 
 from .augment import Augmenter, offline_copies
-from .budget import FEW_STEPS, GROWTH, MIN_STEPS, PATIENCE_START, RESERVE, Clock, choose_network, size_run, time_steps
+from .budget import RESERVE, Clock
+from .budget_fit import describe_model, fit_to_budget, fit_to_deadline
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -58,87 +56,17 @@ from .distributed import Comm, session, sync_batch_norm
 from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
-from .metrics import DiceAccumulator, by_class, json_number, mean_dice
+from .metrics import by_class, json_number, mean_dice
 from .model import build_model
+from .run_folder import check_run_folder, clean_temporaries, clear_run
 from .schedule import EpochSchedule
+from .steps import resolve_device, train_epoch, validate
 
 log = logging.getLogger(__name__)
 
 # Fields that --resume accepts changed (each is logged); a new ``epochs`` reshapes the HD-weight
 # and learning-rate schedules from the resumed epoch on. Any other change is an error.
 RESUMABLE_CHANGES = ("epochs", "patience", "patience_start", "val_every", "num_workers", "device")
-OLD_TMP_SUFFIX = ".tmp.pt"  # temporaries of checkpoints written before names carried TMP_MARK
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> CUDA when torch sees one, else CPU; an explicit 'cuda' without one is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train config field 'device': 'cuda' asked for, but torch {torch.__version__} "
-                         "sees no CUDA device; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, device, amp: bool) -> float:
-    """One pass over ``loader``; returns the mean training loss per frame."""
-    model.train()
-    total, frames = 0.0, 0
-    for batch in loader:
-        image, label = batch["image"].to(device), batch["label"].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(image)
-        loss, _ = loss_fn(logits, label, hd_weight, batch.get("fields"))
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total += float(loss.detach()) * len(image)
-        frames += len(image)
-    return total / max(frames, 1)
-
-
-def validate(model, loader, loss_fn, hd_weight: float, num_classes: int, device, amp: bool,
-             comm: Comm | None = None) -> tuple[float, np.ndarray]:
-    """(mean loss per frame, per-class Dice (C-1,)) on argmax label maps at model size.
-
-    With an active ``comm``, ``loader`` holds this rank's share of whole val batches
-    (make_val_loader); every rank's per-batch results are gathered and combined in frame order,
-    so the figures equal those of one process over all the batches: no frame counted twice, and
-    the same sums in the same order.
-    """
-    batches = validate_batches(model, loader, loss_fn, hd_weight, num_classes, device, amp)
-    if comm is not None and comm.active:
-        batches = [b for rank_batches in comm.gather(batches) for b in rank_batches]
-    return combine_validation(batches, num_classes)
-
-
-@torch.no_grad()
-def validate_batches(model, loader, loss_fn, hd_weight: float, num_classes: int, device,
-                     amp: bool) -> list[tuple[int, float, int, np.ndarray]]:
-    """Per batch of ``loader``: (first frame index, loss x frames, frames, per-frame Dice Bx(C-1))."""
-    model.eval()
-    dice = DiceAccumulator(num_classes)
-    batches = []
-    for batch in loader:
-        image, label = batch["image"].to(device), batch["label"].to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(image)
-        loss, _ = loss_fn(logits, label, hd_weight)
-        scores = dice.update(logits.argmax(1), label[:, 0])
-        batches.append((int(batch["index"][0]), float(loss) * len(image), len(image), scores))
-    return batches
-
-
-def combine_validation(batches: list[tuple[int, float, int, np.ndarray]], num_classes: int) -> tuple[float, np.ndarray]:
-    """Per-batch validation results (in any order) -> (mean loss per frame, per-class Dice)."""
-    dice = DiceAccumulator(num_classes)
-    total, frames = 0.0, 0
-    for _, loss_sum, count, scores in sorted(batches, key=lambda b: b[0]):
-        total += loss_sum
-        frames += count
-        dice.extend(scores)
-    return total / max(frames, 1), dice.result()
 
 
 def package_version() -> str:
@@ -186,13 +114,13 @@ class Trainer:
         self.classes = self.folder.classes
         self.fingerprint = self.folder.fingerprint()
         self._load_data()
-        self._build()
+        self.rebuild()
         self.epoch, self.best_score, self.best_dice = -1, float("nan"), {}
         self.history: list[dict[str, Any]] = []
         self.hd_off: int | None = None  # the epoch after which the guard switched the boundary term off
         self.clock = Clock(math.inf)
 
-    def _build(self) -> None:
+    def rebuild(self) -> None:
         """Model, optimiser, schedule and loss for ``self.cfg`` (the data is kept)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
@@ -209,57 +137,8 @@ class Trainer:
         self.scheduler.epochs = epochs
 
     def fit_budget(self, seconds: float, candidates: list[dict[str, Any]] | None = None) -> dict[str, str]:
-        """Fit the network (widest of ``candidates`` that fits, narrowest first; model_overrides
-        dicts) and the epochs, validation interval and patience to ``seconds``; returns the reasons.
-        On a CPU, one thread is kept instead of several when it trains faster (it does on a busy
-        machine)."""
-        cfg, reasons = self.cfg, {}
-        steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
-        val_batches = math.ceil(len(self.val_set) / cfg.batch_size)
-        options = candidates or [cfg.model_overrides]
-
-        def timer(overrides: dict[str, Any]):
-            mcfg = replace(cfg, model_overrides=overrides).model_config()
-            timing = time_steps(build_model(mcfg, len(self.classes)), self.train_set, self.val_set, self.loss_fn,
-                                cfg.batch_size, cfg.lr, self.device)
-            log.info("timed %s: %.3f s per training step of %d frames (%d threads)", _describe(mcfg), timing.step_s,
-                     cfg.batch_size, torch.get_num_threads())
-            return timing
-
-        first = None
-        threads = torch.get_num_threads()
-        if self.device.type == "cpu" and threads > 1:
-            many = timer(options[0])
-            torch.set_num_threads(1)
-            first = timer(options[0])
-            if many.step_s < first.step_s:
-                torch.set_num_threads(threads)
-                first = many
-            kept = torch.get_num_threads()
-            reasons["threads"] = (f"{kept} PyTorch thread{'s' if kept > 1 else ''}: {first.step_s:.3f} s per step "
-                                  f"against {max(many.step_s, first.step_s):.3f} s with {threads if kept == 1 else 1}")
-        timed = {0: first} if first is not None else {}
-        index, timings = choose_network(range(len(options)), lambda i: timed.get(i) or timer(options[i]), seconds,
-                                        steps_per_epoch)
-        size = size_run(seconds, timings[index], steps_per_epoch, val_batches)
-        if size.steps < FEW_STEPS:
-            log.warning("the budget gives %d optimiser steps (%s s each); with fewer than %d the phantom did not "
-                        "train well (docs/ablation.md)", size.steps, f"{timings[index].step_s:.3f}", FEW_STEPS)
-        self.cfg = replace(cfg, model_overrides=options[index], epochs=size.epochs, val_every=size.val_every,
-                           patience=size.patience, patience_start=PATIENCE_START)
-        if len(options) > 1:
-            which = (f"the widest of {len(options)} candidates timed on this machine that reaches {MIN_STEPS} "
-                     if size.steps >= MIN_STEPS else
-                     f"the narrowest of {len(options)} candidates: none reaches {MIN_STEPS} ")
-            reasons["model_overrides"] = (f"{_describe(self.cfg.model_config())}: {which}optimiser steps in the "
-                                          f"budget ({size.steps} at {timings[index].step_s:.3f} s each)")
-        reasons["epochs"] = (f"{size.epochs} epochs of {steps_per_epoch} steps at {timings[index].step_s:.3f} s per "
-                             f"step fill {seconds / 60:.1f} min with validation (estimate {size.seconds / 60:.1f} min)")
-        reasons["val_every"] = f"every {size.val_every} epochs: about 20 validations in the run"
-        reasons["patience"] = (f"stop after {size.patience} validations without a better mean val Dice (30 %), "
-                               f"not before {PATIENCE_START:.0%} of the epochs")
-        self._build()
-        return reasons
+        """Fit network, epochs, validation interval and patience to ``seconds`` (budget_fit.py)."""
+        return fit_to_budget(self, seconds, candidates)
 
     def _load_data(self) -> None:
         cfg, mcfg = self.cfg, self.cfg.model_config()
@@ -400,7 +279,7 @@ class Trainer:
             write_json(self.out / "config.json", cfg.to_dict())
             writer = SummaryWriter(str(self.out / "tb"), purge_step=first or None)
         log.info("training %s (%d parameters) on %s: %d train / %d val frames, epochs %d-%d",
-                 _describe(cfg.model_config()), sum(p.numel() for p in self.model.parameters()), comm.describe(),
+                 describe_model(cfg.model_config()), sum(p.numel() for p in self.model.parameters()), comm.describe(),
                  len(self.train_set), len(self.val_set), first + 1, cfg.epochs)
         if comm.active:
             log.info("batch size %d per process, %d per step (%d processes); learning rate %g as configured",
@@ -412,7 +291,7 @@ class Trainer:
         epoch = first
         with logging_redirect_tqdm():
             while epoch < self.cfg.epochs:
-                self._fit_deadline(epoch)
+                fit_to_deadline(self, epoch)
                 bar.total = self.cfg.epochs
                 entry = self.run_epoch(epoch)
                 self.record(entry, writer)
@@ -435,31 +314,6 @@ class Trainer:
         if writer is not None:
             writer.close()
         return self.summary(first, time.perf_counter() - started, stopped_early)
-
-    def _fit_deadline(self, epoch: int) -> None:
-        """Shorten the run when the epochs left no longer fit before the budget's deadline; when
-        the machine is faster than timed, give epochs back, and in the first half of the run add
-        up to half as many again (later the learning rate is too far down its curve for that)."""
-        if math.isinf(self.clock.deadline) or self.clock.seconds_per_epoch(epoch) is None:
-            return  # no budget, or nothing measured yet
-        fitted = self.clock.max_epochs or self.cfg.epochs
-        ceiling = int(fitted * GROWTH) if epoch < self.cfg.epochs // 2 else max(fitted, self.cfg.epochs)
-        fits = self.clock.fit_epochs(epoch, ceiling)
-        if fits == self.cfg.epochs:
-            return
-        if fits < self.cfg.epochs:
-            first = not any("resized" in h for h in self.history)
-            (log.warning if first else log.info)(
-                "the machine is slower than timed (%.1f s per epoch): %d epochs instead of %d, to end within the "
-                "budget", self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
-        else:
-            log.info("the machine is faster than timed (%.1f s per epoch): %d epochs instead of %d",
-                     self.clock.seconds_per_epoch(epoch), fits, self.cfg.epochs)
-        if self.history:
-            self.history[-1]["resized"] = fits
-        self.set_epochs(fits)
-        if self.comm.is_main:
-            write_json(self.out / "config.json", self.cfg.to_dict())
 
     def _progress(self, epoch: int) -> str:
         """'best 0.63 at 35; 9.1 s/epoch, ends about 10:42:10 (in 7.3 min)'."""
@@ -508,12 +362,6 @@ class Trainer:
         return summary
 
 
-def _describe(mcfg: Any) -> str:
-    """'wide UNet 16..256, 2 residual units, 256x256'."""
-    return (f"{mcfg.name} UNet {mcfg.channels[0]}..{mcfg.channels[-1]}, {mcfg.num_res_units} residual units, "
-            f"{mcfg.height}x{mcfg.width}")
-
-
 def _short(value: Any) -> str:
     return str(value) if not isinstance(value, dict) else ", ".join(f"{k} {v}" for k, v in value.items())
 
@@ -548,7 +396,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
         if resume:
             trainer.restore(out / "last.pt")
         elif comm.is_main:
-            _clear_run(out)
+            clear_run(out)
         reasons: dict[str, str] = {}
         if budget_s is not None:
             deadline = started + budget_s
@@ -570,42 +418,3 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
                                  "fitted_epochs": trainer.clock.max_epochs, "epochs": trainer.cfg.epochs}
         trainer.write_metrics(summary)
     return summary
-
-
-def clean_temporaries(out: Path) -> list[Path]:
-    """Remove what killed writes left in the run folder (a checkpoint write killed mid-way)."""
-    removed = remove_stale_temporaries(out)
-    if out.is_dir():
-        for entry in out.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(OLD_TMP_SUFFIX) and entry.is_file():
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-    for path in removed:
-        log.info("removed %s, left by an interrupted write", path)
-    return removed
-
-
-def resume_hint(out: Path, data_dir: str | Path) -> str:
-    """One line for an interrupted run: where it can go on from."""
-    last = Path(out) / "last.pt"
-    try:
-        epoch = int(load_checkpoint(last)["epoch"]) + 1
-    except DataError:  # no checkpoint yet
-        return f"interrupted before the first checkpoint; nothing to resume in {out}"
-    return f"interrupted; {last} holds epoch {epoch}: resume with  usseg train --data {data_dir} --out {out} --resume"
-
-
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """A resume needs last.pt; a new run must not replace one unless told to."""
-    last = out / "last.pt"
-    if resume and not last.is_file():
-        raise DataError(f"{last}: nothing to resume")
-    if not resume and last.exists() and not overwrite:
-        raise DataError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to start again")
-
-
-def _clear_run(out: Path) -> None:
-    """Remove a previous run's outputs so that nothing stale mixes with the new run."""
-    for name in ("best.pt", "last.pt", "metrics.json"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "tb", ignore_errors=True)

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     # torch and MONAI load here, after the arguments are checked
     from .budget import parse_duration
-    from .loop import check_run_folder, resume_hint, train
+    from .loop import train
+    from .run_folder import check_run_folder, resume_hint
 
     try:  # a configuration that makes no sense here (a field, a device): one line, exit code 2
         budget_s = parse_duration(args.budget) if args.budget is not None else None
