@@ -68,7 +68,8 @@ def to_grey8(frame: Any, bits: int | None = None) -> np.ndarray:
             raise FrameError("frame has NaN or infinite values")
         top = float(frame.max()) if frame.size else 0.0
         scale = 255.0 if top <= 1.0 else 1.0
-        grey = np.clip(frame.astype(np.float32) * scale + 0.5, 0, 255).astype(np.uint8)
+        # clipped in the frame's own precision first: a float64 value beyond float32's range stays finite
+        grey = (np.clip(frame, 0.0, 255.0 / scale).astype(np.float32) * scale + 0.5).astype(np.uint8)
     else:
         raise FrameError(f"frame dtype {frame.dtype} is not supported (integer, bool or float)")
     if grey.ndim == 3:

@@ -1,3 +1,5 @@
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -56,6 +58,14 @@ def test_letterbox_round_trip_of_labels_and_points():
 ])
 def test_frames_of_any_kind_become_the_same_grey(frame, make):
     assert np.abs(to_grey8(make(frame)).astype(int) - frame).max() <= 1
+
+
+def test_float_frames_beyond_float32_range_saturate_without_overflow():
+    frame = np.array([[1e300, -1e300], [0.4, 200.6]])  # float64; 1e300 is inf as float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing cast would warn
+        grey = to_grey8(frame)
+    np.testing.assert_array_equal(grey, [[255, 0], [0, 201]])
 
 
 @pytest.mark.parametrize("bad,words", [
