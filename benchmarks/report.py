@@ -136,9 +136,11 @@ def check_consistency(rows: Iterable[Row], specs: Iterable[dict[str, Any]]) -> l
 
 
 def publishable(row: Row, idle_load: float = IDLE_LOAD) -> tuple[bool, str | None]:
-    """Training throughput under torchrun only from a run started on an idle machine."""
-    if row.group != "train (torchrun)":
+    """A row that asks for an idle machine (training throughput under torchrun: its ``idle_load``)
+    only from a run that started on one; every other row always."""
+    if "idle_load" not in row.info:
         return True, None
+    idle_load = float(row.info["idle_load"] or idle_load)
     load = row.info.get("load_before")
     if load is None:
         return False, "not published: the load before the run was not recorded"

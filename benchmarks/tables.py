@@ -166,11 +166,16 @@ def training_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for r in rows:
         shown = r.get("published", True)
-        lines.append([r["group"], r["impl"], r["variant"] or "-", str(r["batch"]),
+        variant = r["variant"] or "-"
+        if r.get("provider") and r["provider"] != "cpu":  # e.g. "cpu x2": processes under torchrun
+            variant += f" ({r['provider']})"
+        per_epoch = r.get("epoch_frames_per_s")
+        lines.append([r["group"], r["impl"], variant, str(r["batch"]),
                       fmt(r["median_ms"]) if shown else "-", _p99(r) if shown else "-", str(r["frames"]),
-                      fmt(r["fps"], 1) if shown else r.get("not_published", "-")])
+                      fmt(r["fps"], 1) if shown else r.get("not_published", "-"),
+                      fmt(per_epoch, 1) if shown and per_epoch is not None else "-"])
     return table(["what", "impl", "variant", "batch", "median ms / frame", "p99 ms / frame", "frames timed",
-                  "frames/s"], lines) if lines else []
+                  "frames/s", "frames/s per epoch (steady)"], lines) if lines else []
 
 
 def markdown(report: dict[str, Any], full: bool = True) -> str:

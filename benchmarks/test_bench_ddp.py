@@ -83,12 +83,12 @@ def test_train_throughput(benchmark, bench_data, tmp_path, nproc):
     data, config = bench_data
     load_before, waited = wait_for_idle()
     runs = []
+    benchmark.group = "train (torchrun)"
     benchmark.pedantic(lambda: runs.append(_train(data, config, tmp_path / "run", nproc)),
                        rounds=3, warmup_rounds=0, iterations=1)
     final = runs[-1][0]
     assert final["processes"] == nproc
     steady = statistics.median(h["frames_per_s"] for _, history in runs for h in history if h["epoch"] > 0)
-    benchmark.group = "train (torchrun)"
     benchmark.extra_info.update(stage="train", impl="usseg", provider=f"cpu x{nproc}", batch=4,
                                 frames=EPOCHS * final["frames"]["train"],
                                 recipe=f"demo lite 240x320, {EPOCHS} epochs, end to end",

@@ -273,6 +273,7 @@ def describe_training(model: BenchModel, summary: dict[str, Any], test: dict[str
 def given(path: Path, cache: Path) -> ModelEntry:
     """A model given with ``--model``: a checkpoint (.pt: exported here, seed-style rows too) or an
     exported model (.onnx: usseg rows only)."""
+    source = str(path)  # as the user gave it: reports name no machine path they did not type
     path = path.resolve()
     if not path.is_file():
         raise FileNotFoundError(f"--model {path}: file not found")
@@ -284,7 +285,7 @@ def given(path: Path, cache: Path) -> ModelEntry:
 
         contract = peek_contract(path)
         prov = dict(contract.provenance)
-        weights = {"trained": "given", "source": str(path), "epoch": prov.get("epoch"),
+        weights = {"trained": "given", "source": source, "epoch": prov.get("epoch"),
                    "val_dice": prov.get("val_dice"), "mean_val_dice": prov.get("mean_val_dice"),
                    "data_fingerprint": prov.get("data_fingerprint"),
                    "note": "exported model given with --model; no PyTorch weights, so no seed-style rows"}
@@ -296,7 +297,7 @@ def given(path: Path, cache: Path) -> ModelEntry:
     contract = checkpoint_contract(state, path)
     prov = dict(contract.provenance)
     epochs = (state.get("train_config") or {}).get("epochs")
-    weights = {"trained": "given", "source": str(path), "epoch": state.get("epoch"), "epochs": epochs,
+    weights = {"trained": "given", "source": source, "epoch": state.get("epoch"), "epochs": epochs,
                "val_dice": state.get("val_dice"), "mean_val_dice": prov.get("mean_val_dice"),
                "data_fingerprint": state.get("data_fingerprint")}
     name = str(state.get("model_config", {}).get("name", "given"))

@@ -4,6 +4,7 @@ training-throughput publication, Markdown and chart."""
 import numpy as np
 import pytest
 
+from usseg.benchmarks.chart import bar_chart
 from usseg.benchmarks.figures import (
     MIN_P99_SAMPLES,
     consistency,
@@ -23,7 +24,7 @@ from usseg.benchmarks.report import (
     rows_from_pytest,
     write,
 )
-from usseg.benchmarks.seed_style import pad_or_crop
+from usseg.benchmarks.seed_style import SEED_HEADLINE_MS, pad_or_crop
 from usseg.benchmarks.tables import markdown
 
 
@@ -135,9 +136,10 @@ def test_pytest_rows_pair_with_the_seed_style_row_of_their_stage_and_pair():
 
 @pytest.mark.parametrize("load, ok", [(0.3, True), (1.2, False), (None, False)])
 def test_torchrun_throughput_is_published_only_from_an_idle_start(load, ok):
-    r = row("pytest/ddp", 100.0, group="train (torchrun)", load_before=load)
+    r = row("pytest/ddp", 100.0, group="train", load_before=load, idle_load=0.5)
     shown, why = publishable(r)
     assert shown is ok and (why is None) is ok
+    assert publishable(row("pytest/ddp", 100.0, load_before=0.4, idle_load=0.3))[0] is False  # the row's own limit
     assert publishable(row("batch1/x", 1.0, load_before=5.0)) == (True, None)   # latency rows carry their load
 
 
@@ -185,6 +187,8 @@ def test_report_markdown_puts_the_headline_first_and_flags_inconsistency(tmp_pat
     assert "- (30 calls)" in text                                                 # p99 rule, with the count
     json_path, md, png = write(report, tmp_path)
     assert md.read_text() == text and png.stat().st_size > 1000
+    lo, hi = bar_chart(report, tmp_path / "chart.png")                          # every bar above 70 ms here
+    assert lo < SEED_HEADLINE_MS < hi and lo < min(r["median_ms"] for r in report["rows"] if r["stage"] == "end-to-end")
     loaded = load_rows(__import__("json").loads(json_path.read_text()))
     assert {(r.stage, r.impl) for r in loaded} >= {("end-to-end", "seed-style"), ("end-to-end", "usseg")}
     for r in __import__("json").loads(json_path.read_text())["rows"]:
