@@ -1,10 +1,11 @@
 import base64
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from usseg.benchmarks.demo import summary_text, write_report
+from usseg.benchmarks.demo import bench_command, summary_text, write_report
 
 
 def test_demo_report_is_one_html_file_with_its_images_inside(tmp_path):
@@ -35,7 +36,19 @@ def test_demo_report_is_one_html_file_with_its_images_inside(tmp_path):
 def test_the_summary_names_the_report_as_a_link():
     ev = {"dice": {"MID": 0.5}, "frames": 3, "mean_dice": 0.5}
     stream = {"processed": 5, "captured": 6, "fps": 10.0, "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "dropped": 1}
-    from pathlib import Path
 
     text = summary_text(Path("runs/demo"), ev, {}, {"timings_ms_median": {}}, stream, [], {})
     assert f"report: {Path('runs/demo/report.html').absolute().as_uri()}" in text
+
+
+def test_demo_benchmark_times_the_checkpoint_so_the_seed_style_rows_run():
+    import argparse
+
+    from usseg.benchmarks.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cmd = bench_command(Path("runs/demo"))
+    assert cmd[1:3] == ["-m", "usseg.benchmarks.cli"]
+    args = parser.parse_args(cmd[3:])
+    assert Path(args.model) == Path("runs/demo/run/best.pt") and args.quick
