@@ -6,7 +6,8 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
+
+from usseg.runtime.provenance import package_version
 
 
 def cpu_model() -> str:
@@ -31,11 +32,6 @@ def gpu_name() -> str | None:
         return None
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def machine_info() -> dict[str, object]:
@@ -46,14 +42,14 @@ def machine_info() -> dict[str, object]:
         cuda = torch.version.cuda
     except ImportError:
         pass
-    ort = _version("onnxruntime-gpu") or _version("onnxruntime")
+    ort = package_version("onnxruntime-gpu") or package_version("onnxruntime")
     return {
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpu": gpu_name(),
         "onnxruntime": ort,
         "cuda": cuda,
-        "torch": _version("torch"),
+        "torch": package_version("torch"),
         "python": platform.python_version(),
     }
 

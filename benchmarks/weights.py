@@ -26,9 +26,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from usseg.runtime.provenance import package_version as usseg_version
 
 log = logging.getLogger("usseg.bench")
 
@@ -77,10 +78,7 @@ def _digest(data: dict) -> str:
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("usseg")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return usseg_version("usseg") or "unknown"
 
 
 FULL_DATA = DataSpec(count=70, height=480, width=640)

@@ -213,12 +213,9 @@ def usage() -> str:
 
 
 def _version() -> str:
-    from importlib import metadata
+    from .provenance import package_version
 
-    try:
-        return metadata.version("usseg")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return package_version("usseg") or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,13 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
 from .errors import UssegError
+from .provenance import package_version
 
 log = logging.getLogger("usseg.runtime")
 
@@ -237,14 +237,8 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 # -- the environment (not pure; small) ---------------------------------------------------------------
 def conflicting_ort_packages() -> list[str]:
     """Installed ONNX Runtime distributions; more than one means the CUDA provider may be lost."""
-    found = []
-    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"):
-        try:
-            metadata.version(name)
-            found.append(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    names = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+    return [name for name in names if package_version(name) is not None]
 
 
 def gpu_hint() -> str:

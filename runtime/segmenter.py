@@ -25,7 +25,6 @@ import importlib
 import logging
 import time
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from .labels import argmax_labels
 from .model_io import GraphMismatchError, check_graph_io
 from .pipeline import FramePipeline, finish, labels_from_output, model_input_shape, prepare
 from .preprocess import Letterbox, to_grey8
+from .provenance import package_version
 from .providers import (
     CPU,
     CUDA,
@@ -306,13 +306,9 @@ class Segmenter(FramePipeline):
     def model_info(self) -> dict[str, Any]:
         """What a result was made with: the model file, its contract, the software and the engine."""
         c = self.contract
-        try:
-            version = metadata.version("usseg")
-        except metadata.PackageNotFoundError:
-            version = None
         return {"model": str(self.path), "sha256": self.sha256, "classes": list(c.classes),
                 "recipe": c.recipe.to_dict(), "output": c.output, "precision": c.provenance.get("precision"),
-                "usseg": version, "onnxruntime": ort.__version__, "preprocessing": self.preprocessing,
+                "usseg": package_version("usseg"), "onnxruntime": ort.__version__, "preprocessing": self.preprocessing,
                 "flip_tta": self.flip_tta, **self._backend.info()}
 
     @property

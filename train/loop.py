@@ -28,7 +28,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usseg.runtime.contract import Contract, InputSpec, default_postprocess
+from usseg.runtime.provenance import package_version as usseg_version
 
 from .augment import Augmenter, offline_copies
 from .budget import RESERVE, Clock
@@ -70,10 +70,7 @@ RESUMABLE_CHANGES = ("epochs", "patience", "patience_start", "val_every", "num_w
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("usseg")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return usseg_version("usseg") or "unknown"
 
 
 def make_contract(cfg: TrainConfig, classes: tuple[str, ...], provenance: dict[str, Any]) -> Contract:
