@@ -248,8 +248,9 @@ def test_tiny_run_learns_and_checkpoint_reloads_identically(folder_dir, tmp_path
     assert len(metrics["validations"]) == 8 and metrics["best"]["mean_val_dice"] == state["best_val_score"]
 
 
-def test_resume_matches_an_uninterrupted_run(folder_dir, tmp_path, monkeypatch):
-    cfg = tiny(epochs=4, hd_start=0.25, hd_end=0.5, hd_max=0.2)  # augmentation on, HD from epoch 1
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_matches_an_uninterrupted_run(folder_dir, tmp_path, monkeypatch, ema):
+    cfg = tiny(epochs=4, hd_start=0.25, hd_end=0.5, hd_max=0.2, ema=ema)  # augmentation on, HD from epoch 1
     whole = loop.train(cfg, folder_dir, tmp_path / "whole", progress=False)
     real_epoch, calls = loop.train_epoch, []
 
@@ -269,8 +270,10 @@ def test_resume_matches_an_uninterrupted_run(folder_dir, tmp_path, monkeypatch):
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert [h["epoch"] for h in b["history"]] == [0, 1, 2, 3]
     assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]])
-    for key, value in a["model_state_dict"].items():  # bit for bit: the run is deterministic on CPU
-        assert torch.equal(value, b["model_state_dict"][key]), key
+    for weights in ("model_state_dict", "trained_state_dict") if ema else ("model_state_dict",):
+        for key, value in a[weights].items():  # bit for bit: the run is deterministic on CPU
+            assert torch.equal(value, b[weights][key]), (weights, key)
+    assert b["ema_updates"] == (a["ema_updates"] if ema else 0)
     assert resumed["best_mean_val_dice"] == pytest.approx(whole["best_mean_val_dice"])
 
 

@@ -4,6 +4,9 @@ A checkpoint is a plain dict of tensors and JSON-like values:
     epoch, model_state_dict, optimizer_state_dict, scheduler_state_dict (or None),
     best_val_score, model_config (dict), contract (dict, see usseg.runtime.contract),
     train_config (dict), val_dice (dict class -> Dice), history (list of per-epoch dicts)
+With a weight average (train config ``ema``), model_state_dict is the average (what evaluation
+and export use) and trained_state_dict the weights training goes on from; ema_updates counts
+the average's updates.
 """
 
 from __future__ import annotations

@@ -63,6 +63,8 @@ class TrainConfig:
     hd_max: float = 0.0                      # HausdorffDT weight at the end; 0 = DiceCE only (default)
     hd_cap: float = 0.5                      # the HD term is scaled down to at most hd_cap x the DiceCE term
     hd_guard: float = 0.05                   # HD switched off when mean val Dice falls this far below its best
+    ema: float = 0.0                         # decay per step of the weight average that is validated and
+                                             # saved (ema.py); 0 = the trained weights themselves
     val_fraction: float = 0.1                # val part taken out of train when the data set has none
     amp: bool = True                         # mixed precision, CUDA only
     device: str = "auto"                     # auto | cpu | cuda
@@ -89,6 +91,7 @@ class TrainConfig:
             ("hd_max", 0 <= self.hd_max <= 1, "in [0, 1]"),
             ("hd_cap", self.hd_cap > 0, "> 0"),
             ("hd_guard", 0 <= self.hd_guard <= 1, "in [0, 1]"),
+            ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("val_fraction", 0 < self.val_fraction < 1, "in (0, 1)"),
             ("schedule", self.schedule in SCHEDULES, f"one of {list(SCHEDULES)}"),
             ("device", self.device in DEVICES, f"one of {list(DEVICES)}"),

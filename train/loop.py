@@ -53,6 +53,7 @@ from .dataset import (
     split_ids,
 )
 from .distributed import Comm, session, sync_batch_norm
+from .ema import WeightAverage
 from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
@@ -127,6 +128,21 @@ class Trainer:
         self.scheduler = EpochSchedule(cfg.schedule, self.optimizer, cfg.lr, cfg.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.loss_fn = SegLoss(cfg.hd_cap)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What is validated, saved as the model and exported: the weight average when there is one."""
+        return self.average.module if self.average else self.model
+
+    def _after_step(self) -> None:
+        self.average.update(self.model)
+
+    def _load_weights(self, state: dict[str, Any]) -> None:
+        """The trained weights and the weight average from a checkpoint written by ``state``."""
+        self.model.load_state_dict(state.get("trained_state_dict") or state["model_state_dict"])
+        if self.average:
+            self.average.load(state["model_state_dict"], int(state.get("ema_updates") or 1))
 
     def set_epochs(self, epochs: int) -> None:
         """Plan the run to ``epochs`` from here on (the schedule follows)."""
@@ -171,7 +187,7 @@ class Trainer:
             log.warning("resuming with %s = %r (was %r)", k, now[k], saved.get(k))
         if state.get("data_fingerprint") not in (None, self.fingerprint):
             raise DataError(f"{path}: trained on data {state['data_fingerprint']}, not {self.fingerprint}")
-        self.model.load_state_dict(state["model_state_dict"])
+        self._load_weights(state)
         self.optimizer.load_state_dict(state["optimizer_state_dict"])  # the rate is set per epoch
         if state.get("scaler_state_dict"):
             self.scaler.load_state_dict(state["scaler_state_dict"])
@@ -190,7 +206,10 @@ class Trainer:
                       "model": self.cfg.model_config().name}
         return {
             "epoch": self.epoch,
-            "model_state_dict": self.model.state_dict(),
+            "model_state_dict": self.eval_model.state_dict(),
+            # with a weight average, the weights that train on (model_state_dict is the average)
+            "trained_state_dict": self.model.state_dict() if self.average else None,
+            "ema_updates": self.average.updates if self.average else 0,
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.scheduler.state_dict(),
             "scaler_state_dict": self.scaler.state_dict() if self.amp else None,
@@ -216,7 +235,8 @@ class Trainer:
                              comm.rank, comm.world_size)
         lr = self.scheduler.apply(epoch)
         start = time.perf_counter()
-        loss = train_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp)
+        loss = train_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scaler, hw, self.device, self.amp,
+                           self._after_step if self.average else None)
         seconds = time.perf_counter() - start
         if comm.active:  # the mean over all ranks' frames (DistributedSampler's repeats included)
             total, frames = comm.sum(loss * len(loader.sampler), len(loader.sampler))
@@ -225,9 +245,9 @@ class Trainer:
         entry = {"epoch": epoch, "train_loss": loss, "hd_weight": hw, "lr": lr, "seconds": round(seconds, 3),
                  "frames_per_s": round(len(self.train_set) / seconds, 2)}
         if (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1:
-            comm.broadcast_buffers(self.model)  # rank 0's batch-norm statistics, as in its checkpoint
+            comm.broadcast_buffers(self.eval_model)  # rank 0's batch-norm statistics, as in its checkpoint
             val_loader = make_val_loader(self.val_set, cfg.batch_size, comm.rank, comm.world_size)
-            val_loss, dice = validate(self.model, val_loader, self.loss_fn, hw, len(self.classes), self.device,
+            val_loss, dice = validate(self.eval_model, val_loader, self.loss_fn, hw, len(self.classes), self.device,
                                       self.amp, comm)
             entry.update(val_loss=val_loss, val_dice=by_class(dice, self.classes),
                          mean_val_dice=json_number(mean_dice(dice)))
@@ -339,7 +359,7 @@ class Trainer:
                     "came in (more than hd_guard %.2f); training goes on with DiceCE from best.pt (epoch %d)",
                     entry["epoch"] + 1, now, max(before), self.cfg.hd_guard, best_entry(self.history)["epoch"] + 1)
         best = self.comm.from_main(lambda: load_checkpoint(self.out / "best.pt"))
-        self.model.load_state_dict(best["model_state_dict"])
+        self._load_weights(best)
         self.optimizer.load_state_dict(best["optimizer_state_dict"])
         if self.comm.is_main:
             save_checkpoint(self.out / "last.pt", self.state(entry["val_dice"], entry["mean_val_dice"]))

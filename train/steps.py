@@ -23,8 +23,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, device, amp: bool) -> float:
-    """One pass over ``loader``; returns the mean training loss per frame."""
+def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, device, amp: bool,
+                after_step=None) -> float:
+    """One pass over ``loader``; returns the mean training loss per frame. ``after_step()`` runs
+    after each optimiser step (the weight average's update)."""
     model.train()
     total, frames = 0.0, 0
     for batch in loader:
@@ -36,6 +38,8 @@ def train_epoch(model, loader, loss_fn, optimizer, scaler, hd_weight: float, dev
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if after_step is not None:
+            after_step()
         total += float(loss.detach()) * len(image)
         frames += len(image)
     return total / max(frames, 1)
