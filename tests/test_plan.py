@@ -84,6 +84,11 @@ def test_plans_differ_as_the_data_sets_do(phantom_like, usgra_like):
     # the boundary loss only for the lines (6 px at input size), never for the blobs
     assert phantom.config.hd_max == 0.2 and "thinnest structures are 6.0 px wide" in phantom.reasons["hd_max"]
     assert usgra.config.hd_max == 0 and usgra.reasons["hd_max"].startswith("0, DiceCE only")
+    # intensity changes for the blobs, not for the few-pixel lines
+    aug = usgra.config.augment_params()
+    assert 0 < aug.intensity < 1 and aug.brightness > 0 and aug.contrast > 0 and aug.gamma > 0
+    assert phantom.config.augment_params().intensity == 0
+    assert "no brightness or contrast change: the thinnest structures are 6.0 px" in phantom.reasons["augmentation"]
     # every data set: no NLM, the data set's own val split
     for plan in (phantom, usgra):
         assert plan.config.recipe == "realtime"

@@ -35,6 +35,7 @@ LADDER = {"cpu": ((8, 1), (16, 1), (16, 2), (24, 2), (32, 2)), "cuda": ((16, 2),
 DEFAULT_NETWORK = {"cpu": (16, 2), "cuda": (32, 2)}  # without a budget
 TARGET_STEPS = 4000       # optimiser steps without a budget (the wide usgra-seg run peaked near 3,700)
 VAL_TARGET = 20           # frames wanted in val when the data set has no val split
+INTENSITY = {"intensity": 0.3, "brightness": 0.2, "contrast": 0.25, "gamma": 0.3}  # AugmentParams
 BYTES_PER_ACTIVATION = 4 * 12  # float32, about a dozen stored tensors per conv level (fwd + bwd)
 
 
@@ -151,19 +152,28 @@ def plan_batch(fp: Fingerprint, device: Device, overrides: dict[str, Any]) -> tu
                    f"{device.memory_gib:.0f} GiB; at most an eighth of the {fp.train_frames} train frames")
 
 
-def plan_augmentation(fp: Fingerprint) -> tuple[dict[str, float], str]:
-    """The seed's spatial transforms, with the scale range from how much structure sizes vary. No
-    brightness, contrast or gamma change: on usgra-seg, whose frame brightness varies as much as the
-    phantom's, it gained nothing on val (docs/real-data.md, runs e1 and e2); AugmentParams has them
-    for a plan that wants them."""
+def plan_augmentation(fp: Fingerprint, scale: float) -> tuple[dict[str, float], str]:
+    """The seed's spatial transforms, with the scale range from how much structure sizes vary, and,
+    unless the structures are thin lines, nnU-Net's habit of brightness, contrast and gamma changes
+    on some frames: another probe, gain or patient shifts the grey levels, and a network that
+    learnt one brightness per structure misses it (usgra-seg's darker nerves). On val they gained
+    on usgra-seg's blobs and cost on the phantom's few-pixel lines (docs/real-data.md)."""
     ratios = [c.extent_px["p95"] / c.extent_px["p5"] for c in _present(fp) if c.extent_px["p5"]]
     spread = sorted(ratios)[len(ratios) // 2] if ratios else 1.0
-    scale = round(min(0.2, max(0.1, 0.1 * math.log2(max(spread, 1.0)))), 2)
     m = fp.frame_mean
-    params = {"flip": 0.5, "scale": scale}
-    why = (f"mirror 0.5; scale +-{scale:.0%} (structure sizes vary {spread:.1f}x, p5-p95 of the longest side); "
-           "the seed's affine, elastic and grid distortion; no brightness or contrast change (frame brightness "
-           f"p5-p95 {m['p5']:.0f}-{m['p95']:.0f} grey; on usgra-seg val it gained nothing: 0.633 with, 0.640 without)")
+    thin = [c.thickness_px["p5"] * scale for c in _present(fp) if c.thickness_px["p5"]]
+    lines = bool(thin) and min(thin) < THIN_BOUNDARY_PX
+    scale_range = round(min(0.2, max(0.1, 0.1 * math.log2(max(spread, 1.0)))), 2)
+    params = {"flip": 0.5, "scale": scale_range, **({} if lines else INTENSITY)}
+    why = (f"mirror 0.5; scale +-{scale_range:.0%} (structure sizes vary {spread:.1f}x, p5-p95 of the longest side); "
+           "the seed's affine, elastic and grid distortion; ")
+    if lines:
+        why += (f"no brightness or contrast change: the thinnest structures are {min(thin):.1f} px wide at input "
+                "size, and on the phantom's lines they cost val Dice (0.886 with, 0.903 without)")
+    else:
+        why += ("on 30 % of the frames brightness +-0.2, contrast +-25 %, gamma 0.7-1.3, for other probes and gains "
+                f"(frame brightness p5-p95 {m['p5']:.0f}-{m['p95']:.0f} grey here; usgra-seg best val 0.715 with, "
+                "0.700 without, at 40 minutes)")
     return params, why
 
 
@@ -216,7 +226,7 @@ def make_plan(fp: Fingerprint, device: Device) -> Plan:
     reasons["val_every"] = f"every {val_every} epochs: about 20 validations"
     reasons["patience"] = (f"stop after {patience} validations (30 %) without a better mean val Dice, not before "
                            f"{PATIENCE_START:.0%} of the epochs (the cosine schedule's low-rate end is where runs gained)")
-    augmentation, reasons["augmentation"] = plan_augmentation(fp)
+    augmentation, reasons["augmentation"] = plan_augmentation(fp, scale)
     reasons["recipe"] = ("realtime (CLAHE + unsharp, no denoiser): NLM costs about 60 ms a frame and gained "
                          "nothing measurable on the phantom or on usgra-seg (docs/ablation.md)")
     hd_max, reasons["hd_max"] = plan_boundary_loss(fp, scale)
@@ -227,7 +237,8 @@ def make_plan(fp: Fingerprint, device: Device) -> Plan:
     cfg = TrainConfig(model="wide", model_overrides=chosen, recipe="realtime", epochs=epochs, batch_size=batch,
                       lr=1e-3, schedule="cosine", val_every=val_every, patience=patience,
                       patience_start=PATIENCE_START, num_workers=workers,
-                      augment=True, augmentation=augmentation, hd_max=hd_max, val_fraction=round(val_fraction, 3),
+                      augment=True, augmentation=augmentation, hd_max=hd_max,
+                      val_fraction=round(val_fraction, 3),
                       device=device.kind)
     info = {"data": fp.data, "data_id": fp.data_id, "device": {"kind": device.kind, "name": device.name,
                                                                "memory_gib": device.memory_gib, "cores": device.cores},
