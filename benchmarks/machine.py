@@ -32,8 +32,6 @@ def gpu_name() -> str | None:
         return None
 
 
-
-
 def machine_info() -> dict[str, object]:
     cuda = None
     try:

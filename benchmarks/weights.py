@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from usseg.runtime.provenance import package_version as usseg_version
+from usseg.runtime.provenance import usseg_version
 
 log = logging.getLogger("usseg.bench")
 
@@ -69,16 +69,12 @@ class BenchModel:
         return m.height, m.width
 
     def key(self) -> str:
-        return _digest({"config": self.config.to_dict(), "data": self.data.key(), "usseg": package_version(),
+        return _digest({"config": self.config.to_dict(), "data": self.data.key(), "usseg": usseg_version(),
                         "weights": WEIGHTS_VERSION})[:12]
 
 
 def _digest(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def package_version() -> str:
-    return usseg_version("usseg") or "unknown"
 
 
 FULL_DATA = DataSpec(count=70, height=480, width=640)
@@ -265,7 +261,7 @@ def describe_training(model: BenchModel, summary: dict[str, Any], test: dict[str
             "epochs": model.config.epochs, "best_epoch": summary.get("best_epoch"),
             "train_seconds": summary.get("train_seconds"), "device": summary.get("device"),
             "test_dice": test["dice"], "mean_test_dice": test["mean_dice"], "test_frames": test["frames"],
-            "train_config": model.config.to_dict(), "usseg": package_version()}
+            "train_config": model.config.to_dict(), "usseg": usseg_version()}
 
 
 def given(path: Path, cache: Path) -> ModelEntry:

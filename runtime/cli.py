@@ -212,19 +212,15 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _version() -> str:
-    from .provenance import package_version
-
-    return package_version("usseg") or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else EXIT_SETUP
     if argv[0] == "--version":
-        print(f"usseg {_version()}")
+        from .provenance import usseg_version
+
+        print(f"usseg {usseg_version()}")
         return 0
     names = [c.name for c in COMMANDS]
     if argv[0] not in names:

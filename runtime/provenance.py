@@ -20,6 +20,11 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def usseg_version() -> str:
+    """This package's installed version; "unknown" when run from a source tree that is not installed."""
+    return package_version("usseg") or "unknown"
+
+
 def _onnxruntime_version() -> str | None:
     try:
         import onnxruntime

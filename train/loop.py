@@ -37,7 +37,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usseg.runtime.contract import Contract, InputSpec, default_postprocess
-from usseg.runtime.provenance import package_version as usseg_version
+from usseg.runtime.provenance import usseg_version
 
 from .augment import Augmenter, offline_copies
 from .budget import RESERVE, Clock
@@ -68,10 +68,6 @@ log = logging.getLogger(__name__)
 # Fields that --resume accepts changed (each is logged); a new ``epochs`` reshapes the HD-weight
 # and learning-rate schedules from the resumed epoch on. Any other change is an error.
 RESUMABLE_CHANGES = ("epochs", "patience", "patience_start", "val_every", "num_workers", "device")
-
-
-def package_version() -> str:
-    return usseg_version("usseg") or "unknown"
 
 
 def make_contract(cfg: TrainConfig, classes: tuple[str, ...], provenance: dict[str, Any]) -> Contract:
@@ -202,7 +198,7 @@ class Trainer:
     def state(self, val_dice: dict[str, float | None], mean: float) -> dict[str, Any]:
         """The checkpoint dict: tensors and JSON-like values only (loads with weights_only=True)."""
         provenance = {"data_fingerprint": self.fingerprint, "epoch": self.epoch, "val_dice": val_dice,
-                      "mean_val_dice": json_number(mean), "usseg_version": package_version(),
+                      "mean_val_dice": json_number(mean), "usseg_version": usseg_version(),
                       "model": self.cfg.model_config().name}
         return {
             "epoch": self.epoch,

@@ -87,6 +87,18 @@ def _present(fp: Fingerprint) -> list:
     return [c for c in fp.class_stats if c.frames_present > 0]
 
 
+def thinnest_at_input(fp: Fingerprint, scale: float) -> float | None:
+    """Width in input pixels of the thinnest structures (p5 of thickness over the classes present)."""
+    thin = [c.thickness_px["p5"] * scale for c in _present(fp) if c.thickness_px["p5"]]
+    return min(thin) if thin else None
+
+
+def thin_lines(fp: Fingerprint, scale: float) -> bool:
+    """Structures thinner than THIN_BOUNDARY_PX at input size: the boundary loss on, intensity changes off."""
+    thinnest = thinnest_at_input(fp, scale)
+    return thinnest is not None and thinnest < THIN_BOUNDARY_PX
+
+
 def plan_scale(fp: Fingerprint, device: Device) -> tuple[float, str]:
     """Resize factor of the median frame: a pixel budget per device, raised so that the thinnest
     structures keep THIN_MIN_PX pixels, never above 1."""
@@ -161,14 +173,13 @@ def plan_augmentation(fp: Fingerprint, scale: float) -> tuple[dict[str, float], 
     ratios = [c.extent_px["p95"] / c.extent_px["p5"] for c in _present(fp) if c.extent_px["p5"]]
     spread = sorted(ratios)[len(ratios) // 2] if ratios else 1.0
     m = fp.frame_mean
-    thin = [c.thickness_px["p5"] * scale for c in _present(fp) if c.thickness_px["p5"]]
-    lines = bool(thin) and min(thin) < THIN_BOUNDARY_PX
+    lines = thin_lines(fp, scale)
     scale_range = round(min(0.2, max(0.1, 0.1 * math.log2(max(spread, 1.0)))), 2)
     params = {"flip": 0.5, "scale": scale_range, **({} if lines else INTENSITY)}
     why = (f"mirror 0.5; scale +-{scale_range:.0%} (structure sizes vary {spread:.1f}x, p5-p95 of the longest side); "
            "the seed's affine, elastic and grid distortion; ")
     if lines:
-        why += (f"no brightness or contrast change: the thinnest structures are {min(thin):.1f} px wide at input "
+        why += (f"no brightness or contrast change: the thinnest structures are {thinnest_at_input(fp, scale):.1f} px wide at input "
                 "size, and on the phantom's lines they cost val Dice (0.886 with, 0.903 without)")
     else:
         why += ("on 30 % of the frames brightness +-0.2, contrast +-25 %, gamma 0.7-1.3, for other probes and gains "
@@ -181,13 +192,13 @@ def plan_boundary_loss(fp: Fingerprint, scale: float) -> tuple[float, str]:
     """HausdorffDT blended in (0.2, capped and guarded) only for thin structures: Dice barely moves
     when a few-pixel-wide line is off by a pixel, a boundary term does. Off for anything else: on
     the large, irregular blobs of real frames it made training collapse."""
-    thin = [c.thickness_px["p5"] * scale for c in _present(fp) if c.thickness_px["p5"]]
-    if thin and min(thin) < THIN_BOUNDARY_PX:
-        return 0.2, (f"0.2 from 20 % to 60 % of the epochs: the thinnest structures are {min(thin):.1f} px wide at "
+    thinnest = thinnest_at_input(fp, scale)
+    if thin_lines(fp, scale):
+        return 0.2, (f"0.2 from 20 % to 60 % of the epochs: the thinnest structures are {thinnest:.1f} px wide at "
                      f"input size (< {THIN_BOUNDARY_PX}), where a boundary term helps (the phantom's lines trained "
                      "well with it); capped at hd_cap x DiceCE and switched off if val Dice falls by hd_guard")
     return 0.0, ("0, DiceCE only: the structures are at least "
-                 f"{min(thin) if thin else 0:.0f} px wide at input size, and on such blobs the HausdorffDT blend made "
+                 f"{thinnest or 0:.0f} px wide at input size, and on such blobs the HausdorffDT blend made "
                  "training collapse (usgra-seg val Dice 0.385 -> 0.10, docs/real-data.md)")
 
 
