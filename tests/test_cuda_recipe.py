@@ -303,3 +303,52 @@ def test_fused_seed_recipe_on_full_frames_on_the_device(tmp_path, input_hw):
                for p in files]
     inputs, enhanced = run_fused(tmp_path, "seed", frames, input_hw, simulated=False)
     assert_matches_host(frames, "seed", input_hw, inputs, enhanced)
+
+
+# NumPy 2.5 dropped np.row_stack, which numba-cuda (0.30.4 and earlier) registers an overload for
+# on its first compile; deleting it here gives this NumPy the same gap.
+WITHOUT_ROW_STACK = """
+import sys
+import numpy as np
+del np.row_stack
+if sys.argv[1] == "target":
+    from usseg.runtime.cuda.device import target
+    target()
+try:
+    import numba.cuda.np.arrayobj
+except AttributeError as exc:
+    print("failed:", exc)
+else:
+    print("compiles:", np.row_stack is np.vstack)
+"""
+
+
+@pytest.mark.parametrize("through_target", [False, True])
+def test_numba_cuda_compiles_on_a_numpy_without_row_stack(through_target):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", WITHOUT_ROW_STACK, "target" if through_target else "bare"],
+                         capture_output=True, text=True, check=False, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last == ("compiles: True" if through_target else "failed: module 'numpy' has no attribute 'row_stack'")
+
+
+def test_a_cuda_target_that_imports_but_cannot_compile_is_unavailable(monkeypatch):
+    """Import and is_available() can succeed where the first compile fails; callers choosing a
+    preprocessing path must hear that from unavailable_reason, not from a kernel launch."""
+    import types
+
+    from usseg.runtime.cuda import device, fused
+
+    def broken_jit(fn):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, jit=broken_jit)
+    monkeypatch.setattr(device, "target", lambda: types.SimpleNamespace(cuda=cuda, simulated=False))
+    fused._compile_reason.cache_clear()
+    try:
+        reason = fused.unavailable_reason()
+    finally:
+        fused._compile_reason.cache_clear()
+    assert reason == ("numba.cuda cannot compile and run a kernel here: AttributeError: "
+                      "module 'numpy' has no attribute 'row_stack'")

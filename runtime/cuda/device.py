@@ -19,10 +19,19 @@ from types import SimpleNamespace
 import numpy as np
 
 
+def restore_numpy_aliases() -> None:
+    """numba-cuda (0.30.4 and earlier) registers an overload of ``np.row_stack`` when it compiles
+    its first kernel, and NumPy 2.5 removed that alias of ``np.vstack``: every compile then fails
+    with AttributeError. Putting the alias back (the very function it named) is all it needs."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
 @lru_cache(maxsize=1)
 def target() -> SimpleNamespace:
     """``numba.cuda`` as ``.cuda``, ``.simulated``, the decorator ``.device`` for device functions,
     and the shared device functions."""
+    restore_numpy_aliases()
     from numba import cuda
 
     try:  # numba-cuda keeps its own configuration; Numba's built-in target reads Numba's

@@ -13,6 +13,8 @@ min-max) and leaves the result in ``out``. Frames must have the one size given a
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import UssegError
@@ -46,6 +48,31 @@ def unavailable_reason() -> str | None:
             return "no CUDA device or driver (numba.cuda.is_available() is False)"
     except Exception as exc:  # noqa: BLE001 - any driver failure means the same: not here
         return f"CUDA driver error: {type(exc).__name__}: {exc}"
+    return _compile_reason()
+
+
+@lru_cache(maxsize=1)
+def _compile_reason() -> str | None:
+    """Why a kernel cannot be compiled and run here, or None: an import can succeed where the first
+    compile fails (a numba-cuda older than this NumPy, an NVVM missing), and callers choosing a
+    preprocessing path must learn that before they pick this one."""
+    from .device import target
+
+    cuda = target().cuda
+    try:
+        @cuda.jit
+        def count(out):
+            i = cuda.grid(1)
+            if i < out.size:
+                out[i] = i
+
+        out = cuda.device_array(8, np.int32)
+        count[1, 8](out)
+        got = out.copy_to_host()
+    except Exception as exc:  # noqa: BLE001 - compiler, linker or driver: any of them means not here
+        return f"numba.cuda cannot compile and run a kernel here: {type(exc).__name__}: {exc}"
+    if got.tolist() != list(range(8)):
+        return f"numba.cuda ran a test kernel that returned {got.tolist()} instead of 0..7"
     return None
 
 
