@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,21 @@ from .ablation import parse_size
 from .models import phantom_frames
 
 CPU_NODES_REFUSED = "assigned to the default CPU EP"
+CONV_ALGOS = ("DEFAULT", "HEURISTIC", "EXHAUSTIVE")  # ORT's cudnn_conv_algo_search values
 
 
-def _session(model_bytes: bytes, device: str):
-    """The recipe graph on ``device`` with the options the Segmenter uses for in-graph models.
+def _with_conv_algo(plan, conv_algo: str | None):
+    """``plan`` with cuDNN's convolution algorithm search set to ``conv_algo`` (None: unchanged)."""
+    if conv_algo is None:
+        return plan
+    providers = tuple((name, {**opts, "cudnn_conv_algo_search": conv_algo}) if name == "CUDAExecutionProvider"
+                      else (name, opts) for name, opts in plan.providers)
+    return replace(plan, providers=providers)
+
+
+def _session(model_bytes: bytes, device: str, conv_algo: str | None = None):
+    """The recipe graph on ``device`` with the options the Segmenter uses for in-graph models
+    (``conv_algo``: another cuDNN convolution algorithm search, to compare them).
 
     On a GPU the CPU provider may take no node first (ORT's ``session.disable_cpu_ep_fallback``,
     valid only when the CPU provider is not listed), so that no quietly CPU-run node is timed;
@@ -47,8 +59,8 @@ def _session(model_bytes: bytes, device: str):
     with the CPU allowed and the row says so. Returns (session, whether the CPU may take nodes).
     """
     def plan(cpu_nodes: bool):
-        return candidate_plans(device, available_providers(), ModelFacts(exact=True), cuda_graph=False,
-                               cache_dir=default_cache_dir(), cpu_nodes=cpu_nodes)[0]
+        return _with_conv_algo(candidate_plans(device, available_providers(), ModelFacts(exact=True), cuda_graph=False,
+                                               cache_dir=default_cache_dir(), cpu_nodes=cpu_nodes)[0], conv_algo)
 
     strict = plan(cpu_nodes=parse_device(device).kind == "cpu")
     try:
@@ -63,12 +75,12 @@ def _session(model_bytes: bytes, device: str):
 
 
 def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], device: str, rounds: int,
-                 batch: int) -> dict:
+                 batch: int, conv_algo: str | None = None) -> dict:
     from usseg.export.recipe_graph import recipe_graph
 
     fh, fw = frames[0].shape
     model = recipe_graph(get_recipe(recipe), fh, fw, *size, batch=None, expose_enhanced=True)
-    session, cpu_nodes = _session(model.SerializeToString(), device)
+    session, cpu_nodes = _session(model.SerializeToString(), device, conv_algo)
     box = Letterbox.fit(fh, fw, *size)
     within, exact = [], []
     for frame in frames:
@@ -89,7 +101,7 @@ def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], d
     session.run(["preprocessed"], {"frame": stack})
     batched = (time.perf_counter() - t) / batch
     return {"recipe": recipe, "frame": [fh, fw], "model_input": list(size), "provider": session.get_providers()[0],
-            "cpu_may_take_nodes": cpu_nodes,
+            "cpu_may_take_nodes": cpu_nodes, "conv_algo": conv_algo or "as the Segmenter",
             "min_within_1": min(within), "min_exact": min(exact), "frames": len(frames),
             "median_ms": 1e3 * statistics.median(times[1:]), "batch": batch, "batched_ms_per_frame": 1e3 * batched}
 
@@ -113,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=4, help="phantom frames to compare")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--conv-algo", nargs="+", choices=CONV_ALGOS, default=None,
+                   help="cuDNN convolution algorithm searches to compare (default: the Segmenter's)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     return p
 
@@ -124,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     fh, fw = parse_size(args.frame)
     size = parse_size(args.size)
     frames = phantom_frames(args.count, height=fh, width=fw)
-    results = [check_recipe(r, frames, size, args.device, args.rounds, args.batch) for r in args.recipes]
+    results = [check_recipe(r, frames, size, args.device, args.rounds, args.batch, algo)
+               for r in args.recipes for algo in (args.conv_algo or [None])]
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

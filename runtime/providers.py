@@ -15,7 +15,7 @@ The rules follow ONNX Runtime's own source:
   two together ("Conflicting session configuration", inference_session.cc).
 - TensorRT's fp16 only for fp16 models or when asked: it is a precision change, not a speed-up.
 - Models with in-graph preprocessing need exact float32 sums of integers: CUDA without TF32 and
-  with cuDNN's default algorithms, never TensorRT (docs/gpu.md).
+  with cuDNN's heuristic algorithm choice, never TensorRT (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -124,11 +124,13 @@ class Plan:
 
 
 def cuda_options(cuda_graph: bool, exact: bool = False, device_id: int = 0) -> dict[str, str]:
-    """``exact``: no TF32 and cuDNN's default (direct) convolution algorithms rather than the
-    fastest found, which may be FFT or Winograd: graphs with in-graph preprocessing need float32
-    sums of integers to be exact."""
+    """``exact``: no TF32, and cuDNN's heuristic choice of convolution algorithm rather than the
+    fastest one timed, which may be FFT or Winograd: graphs with in-graph preprocessing need
+    float32 sums of integers to be exact. Not "DEFAULT": with cuDNN 9, ONNX Runtime runs that as
+    its slow fallback path ("running in Fallback mode"; the seed recipe's graph took 66 ms a frame
+    on an H200 against 10 ms heuristic, both grey level for grey level equal to OpenCV there)."""
     options = {"device_id": str(device_id), "enable_cuda_graph": "1" if cuda_graph else "0",
-               "cudnn_conv_algo_search": "DEFAULT" if exact else "EXHAUSTIVE"}
+               "cudnn_conv_algo_search": "HEURISTIC" if exact else "EXHAUSTIVE"}
     if exact:
         options["use_tf32"] = "0"
     return options

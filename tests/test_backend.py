@@ -344,3 +344,9 @@ def test_graph_check_sessions_keep_the_cpu_out_validly(monkeypatch):
     refuse = True
     _, cpu_nodes = graph_check._session(b"model", "cuda")
     assert cpu_nodes and opened[-1].names == [CUDA, CPU] and opened[-1].session_config == ()
+    # --conv-algo: only the CUDA provider's algorithm search changes
+    refuse = False
+    segmenter_options = opened[0].options(CUDA)
+    graph_check._session(b"model", "cuda:1", "EXHAUSTIVE")
+    assert opened[-1].options(CUDA) == {**segmenter_options, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    assert segmenter_options["cudnn_conv_algo_search"] == "HEURISTIC"

@@ -105,7 +105,7 @@ def test_onnxruntime_constraints_hold_in_every_plan(build, model, device, cpu_no
         if model == "in-graph":
             assert TRT not in names
             if cuda:
-                assert cuda["use_tf32"] == "0" and cuda["cudnn_conv_algo_search"] == "DEFAULT"
+                assert cuda["use_tf32"] == "0" and cuda["cudnn_conv_algo_search"] == "HEURISTIC"
         assert plan.expect == names[0]
 
 

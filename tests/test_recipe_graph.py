@@ -121,7 +121,7 @@ def test_exact_models_get_exact_cuda_options_and_no_tensorrt(tmp_path):
     with pytest.raises(ProviderError, match="use device 'cuda'"):
         plan_providers("tensorrt", tmp_path, exact=True)
     assert cuda_options(True, exact=True)["use_tf32"] == "0"
-    assert cuda_options(True, exact=True)["cudnn_conv_algo_search"] == "DEFAULT"
+    assert cuda_options(True, exact=True)["cudnn_conv_algo_search"] == "HEURISTIC"
     assert "use_tf32" not in cuda_options(True)
 
 
@@ -208,6 +208,7 @@ def test_graph_check_reports_agreement_and_time(tmp_path):
                        "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["recipe"] for r in rows] == ["seed", "realtime"]
+    assert {r["conv_algo"] for r in rows} == {"as the Segmenter"}
     for r in rows:
         assert r["provider"] == "CPUExecutionProvider" and r["min_within_1"] >= 0.999
         assert r["model_input"] == [32, 40] and r["median_ms"] > 0 and r["batched_ms_per_frame"] > 0
@@ -224,3 +225,24 @@ def test_large_nlm_template_takes_the_exact_rounding_path():
     for i, frame in enumerate(frames):
         diff = np.abs(enhanced[i, 0].astype(np.int16) - enhance(frame, recipe).astype(np.int16))
         assert (diff <= 1).mean() >= 0.999
+
+
+def test_graph_check_compares_conv_algorithm_searches(tmp_path):
+    from usseg.benchmarks.graph_check import main as check_main
+
+    out = tmp_path / "check.json"
+    assert check_main(["--recipes", "realtime", "--frame", "48x64", "--size", "48x64", "--count", "1", "--rounds",
+                       "1", "--batch", "2", "--conv-algo", "DEFAULT", "HEURISTIC", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["recipe"], r["conv_algo"]) for r in rows] == [("realtime", "DEFAULT"), ("realtime", "HEURISTIC")]
+    assert all(r["min_exact"] == 1.0 for r in rows)
+
+
+@pytest.mark.parametrize("opset", [18, 19])
+def test_recipe_graph_declares_the_oldest_ir_version_its_opset_allows(opset):
+    """An onnx newer than the ONNX Runtime (IR 14 against a runtime that reads up to 13) must not
+    make the graph unreadable: the IR version follows the opset, not the installed onnx."""
+    model = recipe_graph(get_recipe("realtime"), 48, 64, 48, 64, opset=opset)
+    assert model.ir_version == {18: 8, 19: 9}[opset]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].shape == [1, 1, 48, 64]

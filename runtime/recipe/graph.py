@@ -11,7 +11,8 @@ Only plain operators are used (Slice, Concat of ``nlm_search`` inputs -- 21 for 
 under the 32 that ORT's CUDA-graph capture accepts --, Conv, Gather, CumSum, MatMul), so the graph
 runs under any provider. Matching OpenCV exactly relies on float32 sums of integers below 2**24
 and on float64 for the NLM's weighted sums, so the runtime runs these models on CUDA with TF32
-off and cuDNN's default (direct) convolution algorithms, and not under TensorRT.
+off and cuDNN's heuristic convolution algorithms (not timed ones, which may be FFT), and not under
+TensorRT; ``python -m usseg.benchmarks.graph_check --device cuda`` checks a GPU.
 
 This module needs onnx; the runtime's frame path never imports it.
 """
@@ -111,6 +112,10 @@ def recipe_graph(recipe: Recipe, frame_h: int, frame_w: int, height: int, width:
         g.nodes, "usseg_preprocess",
         [helper.make_tensor_value_info(input_name, TensorProto.UINT8, [n, 1, frame_h, frame_w])],
         outputs, g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="usseg")
+    # The oldest IR version for the opset, not the installed onnx's newest: an ONNX Runtime older than
+    # that onnx refuses a newer IR version even where nothing in the graph needs it.
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="usseg",
+                              ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model)
     return model
