@@ -172,19 +172,21 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = ["# usseg GPU check", "", machine_line(doc), "", run, "", targets, ""]
     e2e = _data(doc, "e2e")
     header = ("| pipeline | batch | preprocessing | provider | precision | CUDA graph | median ms | p99 ms | frames/s "
-              "| x seed-style | labels = host path | targets |")
+              "| x seed-style | ms/frame: pre, inference, post | labels = host path | targets |")
     lines += ["## End to end: uint8 frame in host memory -> labels and geometry on the host", "", header,
-              "|" + "---|" * 12]
+              "|" + "---|" * 13]
     for r in e2e.get("rows", []):
         if "median_ms" not in r:
-            lines.append(f"| {r['pipeline']} | {r['batch']} | " + " | ".join(["-"] * 9)
+            lines.append(f"| {r['pipeline']} | {r['batch']} | " + " | ".join(["-"] * 10)
                          + f" | {r.get('skipped') or r.get('error')} |")
             continue
         targets = ", ".join(f"{k} {'met' if v else 'missed'}" for k, v in (r.get("targets") or {}).items())
+        stages = r.get("stages_ms_per_frame") or {}
+        split = ", ".join(_fmt(stages.get(k), 2) for k in ("preprocess", "inference", "postprocess")) if stages else "-"
         lines.append(f"| {r['pipeline']} | {r['batch']} | {_fmt(r.get('preprocessing'))} | {_fmt(r.get('provider'))} | "
                      f"{_fmt(r.get('precision'))} | {_fmt(r.get('cuda_graph'))} | {_fmt(r['median_ms'], 3)} | "
                      f"{_fmt(r['p99_ms'], 3)} | {_fmt(r['frames_per_s'], 0)} | {_fmt(r.get('vs_seed_style'), 1)} | "
-                     f"{_fmt(r.get('labels_equal_to_host_min'), 4)} | {targets or '-'} |")
+                     f"{split} | {_fmt(r.get('labels_equal_to_host_min'), 4)} | {targets or '-'} |")
     header = ("| device | provider | CUDA graph | capture checked | page-locked buffers | readback | open s "
               "| same labels from another thread | fallbacks and notes |")
     lines += ["", "## Providers opened for real", "", header, "|" + "---|" * 9]

@@ -174,7 +174,9 @@ def model_file(s: Setup, variant: str) -> Path:
 
 def models(s: Setup) -> dict[str, Any]:
     """The timed network (the seed's configuration; tiny in a dry run), trained briefly so that its
-    label maps look like a trained network's, exported in the four shapes the end-to-end rows use."""
+    label maps look like a trained network's, exported in the four shapes the end-to-end rows use,
+    each with labels as output as README advises for GPUs: the argmax runs on the device and one
+    byte per pixel comes back instead of four floats per class."""
     from usseg.export.cli import main as export_main
     from usseg.train.config import get_profile
 
@@ -187,9 +189,9 @@ def models(s: Setup) -> dict[str, Any]:
         if s.dry and variant in DRY_VARIANTS:
             continue
         args = [str(s.path("network", "best.pt")), "-o", str(s.path("models", f"{variant}.onnx")), "--no-verify",
-                "--batch", batch]
+                "--batch", batch, "--output", "labels"]
         if graph:
-            args += ["--graph-preprocess", "{}x{}".format(*s.frame_hw), "--output", "labels"]
+            args += ["--graph-preprocess", "{}x{}".format(*s.frame_hw)]
         if s.precision == "fp16":
             args.append("--fp16")
         t = time.perf_counter()
@@ -281,14 +283,19 @@ def fused(s: Setup) -> dict[str, Any]:
 
 
 # -- end to end ----------------------------------------------------------------------------------------
-def _time(fn, items: list, rounds: int, warm: int = 2) -> list[float]:
+def _time(fn, items: list, rounds: int, warm: int = 2, stages: dict[str, list[float]] | None = None) -> list[float]:
+    """Wall times in ms of ``rounds`` calls; with ``stages``, each call's per-frame stage times
+    (``Result.timings``: preprocess, inference, postprocess) are appended there too."""
     for i in range(warm):
         fn(items[i % len(items)])
     times = []
     for i in range(rounds):
         t = time.perf_counter()
-        fn(items[i % len(items)])
+        out = fn(items[i % len(items)])
         times.append(1e3 * (time.perf_counter() - t))
+        first = out[0] if isinstance(out, list) else out
+        for key, value in (getattr(first, "timings", None) or {}).items() if stages is not None else ():
+            stages.setdefault(key, []).append(value)
     return times
 
 
@@ -297,6 +304,11 @@ def _row(name: str, batch: int, times: list[float], **extra: Any) -> dict[str, A
     p99 = float(np.percentile(times, 99))
     return {"pipeline": name, "batch": batch, "median_ms": median, "p99_ms": p99,
             "frames_per_s": 1e3 * batch / median, "rounds": len(times), **extra}
+
+
+# The in-graph NLM gathers every search offset of every pixel at once: about 1.1 GB per 480x640
+# frame, so 32 frames ask ONNX Runtime for one 35 GB buffer; 8 fit beside everything else.
+GRAPH_BATCH = 8
 
 
 def e2e(s: Setup) -> dict[str, Any]:
@@ -313,7 +325,7 @@ def e2e(s: Setup) -> dict[str, Any]:
         ("in-graph preprocessing", "graph-b1", "auto", 1, fast),
         ("fused preprocessing", "host-b1", "fused", 1, fast),
         ("host preprocessing + ORT", "host-batch", "host", batch, 1),  # seconds per call: the CPU's NLM
-        ("in-graph preprocessing", "graph-batch", "auto", batch, batch_rounds),
+        ("in-graph preprocessing", "graph-batch", "auto", min(batch, GRAPH_BATCH), batch_rounds),
         ("fused preprocessing", "host-batch", "fused", batch, batch_rounds),
     ]
     for name, model, prep, n, rounds in specs:
@@ -327,15 +339,17 @@ def e2e(s: Setup) -> dict[str, Any]:
             if prep == "host" and n == 1:
                 reference = dict(enumerate(labels))
             agree = min(float((a == reference[i]).mean()) for i, a in enumerate(labels)) if reference else None
+            stages: dict[str, list[float]] = {}
             if n == 1:
-                times = _time(seg, frames, rounds)
+                times = _time(seg, frames, rounds, stages=stages)
             else:
                 groups = [frames[:n]] * 2
-                times = _time(seg.batch, groups, rounds, warm=1)
+                times = _time(seg.batch, groups, rounds, warm=1, stages=stages)
             info = seg.model_info()
             rows.append(_row(name, n, times, preprocessing=info["preprocessing"], provider=info["provider"],
                              cuda_graph=info["cuda_graph"], precision=info["precision"],
-                             labels_equal_to_host_min=agree))
+                             labels_equal_to_host_min=agree,
+                             stages_ms_per_frame={k: statistics.median(v) for k, v in stages.items() if k != "total"}))
         except Exception as exc:  # noqa: BLE001 - out of memory on a big batch, say: that row only
             rows.append({"pipeline": name, "batch": n, "error": str(exc).splitlines()[0][:300]})
         del seg

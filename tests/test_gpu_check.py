@@ -28,6 +28,7 @@ def test_dry_run_runs_every_section_and_says_why_it_skipped_one(dry_run):
     devices = doc["sections"]["providers"]["data"]["devices"]
     assert devices["cuda"] == {"skipped": "a dry run on the CPU"} and devices["auto"]["provider"] == "CPUExecutionProvider"
     assert devices["auto"]["same_labels_from_another_thread"] is True
+    assert devices["auto"]["output"] == "labels"  # the GPU export README advises: argmax on the device
 
 
 def test_dry_run_end_to_end_rows(dry_run):
@@ -43,6 +44,12 @@ def test_dry_run_end_to_end_rows(dry_run):
     seed = rows[("seed-style (cv2 + torch eager fp32)", 1)]
     assert seed["vs_seed_style"] == pytest.approx(1.0)
     assert host["vs_seed_style"] == pytest.approx(seed["median_ms"] / host["median_ms"])
+    # where a frame's time goes: the Segmenter's own stage times, per frame, for every usseg row
+    for row in (host, graph, rows[("in-graph preprocessing", 2)]):
+        stages = row["stages_ms_per_frame"]
+        assert set(stages) == {"preprocess", "inference", "postprocess"} and all(v > 0 for v in stages.values())
+        assert sum(stages.values()) <= row["median_ms"] / row["batch"] * 1.5
+    assert host["stages_ms_per_frame"]["preprocess"] > graph["stages_ms_per_frame"]["preprocess"]
 
 
 def test_dry_run_markdown_names_the_machine_and_every_section(dry_run):
