@@ -239,6 +239,39 @@ def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models,
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
 
 
+def test_multi_frame_mode_finishes_frames_side_by_side_in_order(models, monkeypatch):
+    """Post-processing of one multi-frame call runs on ``threads`` threads at once (each call
+    below waits for a second one to arrive: one thread alone would break the barrier), and the
+    results come back in frame order, equal to frame-by-frame ones."""
+    import threading
+
+    from usseg.runtime import segmenter as segmenter_module
+
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(6)]
+    real_finish, barrier, threads = segmenter_module.finish, threading.Barrier(2, timeout=10), set()
+
+    def finish_in_pairs(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        barrier.wait()
+        return real_finish(*args, **kwargs)
+
+    dynamic = Segmenter(models["dynamic"], device="cpu", threads=2)
+    monkeypatch.setattr(segmenter_module, "finish", finish_in_pairs)
+    batched = dynamic.batch(frames)
+    monkeypatch.setattr(segmenter_module, "finish", real_finish)
+    assert len(threads) == 2 and all(name.startswith("usseg-post") for name in threads)
+    single = Segmenter(models["logits"], device="cpu")
+    for frame, result in zip(frames, batched):
+        one = single(frame)
+        np.testing.assert_array_equal(result.labels, one.labels)
+        assert result.lines.keys() == one.lines.keys()
+        for name, pts in one.lines.items():
+            assert (pts is None and result.lines[name] is None) or np.array_equal(pts, result.lines[name])
+    dynamic.close()
+    assert dynamic._post_pool is None
+
+
 @pytest.mark.parametrize("model,device,preprocess,error", [
     ("logits", "cpu", "fused", "not on a CUDA device"),           # the kernels need the model on CUDA
     ("graph", "cpu", "host", "preprocesses in its graph"),        # the recipe is inside the graph
