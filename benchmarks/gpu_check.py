@@ -218,6 +218,13 @@ def markdown(doc: dict[str, Any]) -> str:
     if export:
         lines.append(f"- export fp32 (verified): {export['seconds']} s; on {export['provider']} the labels equal the "
                      f"CPU's on >= {_fmt(100 * export['labels_equal_to_cpu_min'], 3)} % of pixels")
+    network = _data(doc, "models")
+    if network:
+        t, summary = network["training"], network["training"]["summary"]
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_val_dice"].items())
+        lines.append(f"- the timed network ({network['network']}, {network['precision']}): {t['epochs']} epochs on "
+                     f"{summary['frames']['train']} phantom frames in {t['seconds']} s, best mean val Dice "
+                     f"{summary['best_mean_val_dice']:.3f} ({dice}): the post-processing times are those of its label maps")
     lines += ["", "## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
     for name, r in doc["sections"].items():
         lines.append(f"| {name} | {r['status']} | {_fmt(r.get('seconds'), 1)} | {_fmt(r.get('note'))} |")

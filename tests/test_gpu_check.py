@@ -61,6 +61,10 @@ def test_dry_run_markdown_names_the_machine_and_every_section(dry_run):
     assert "| pipeline | batch | preprocessing |" in md and "| seed-style (cv2 + torch eager fp32) | 1 |" in md
     for name in doc["sections"]:
         assert f"| {name} | {doc['sections'][name]['status']} |" in md
+    # how trained the timed network is, since the post-processing time depends on its label maps
+    summary = doc["sections"]["models"]["data"]["training"]["summary"]
+    line = next(line for line in md.splitlines() if line.startswith("- the timed network (tiny, fp32): 1 epochs"))
+    assert f"best mean val Dice {summary['best_mean_val_dice']:.3f}" in line
 
 
 def test_a_section_past_its_limit_is_stopped_and_the_others_kept(tmp_path):
