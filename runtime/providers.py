@@ -254,8 +254,10 @@ def gpu_hint() -> str:
 
 
 def warn_conflicting_packages(device: str) -> None:
+    """Warn where two ONNX Runtime builds are installed and the CUDA provider is in fact missing;
+    where the GPU build's files won (the CUDA provider listed), nothing is lost and nothing said."""
     packages = conflicting_ort_packages()
-    if len(packages) > 1 and device != "cpu":
+    if len(packages) > 1 and device != "cpu" and CUDA not in ort.get_available_providers():
         log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
                     " and ".join(packages), gpu_hint())
 

@@ -182,6 +182,11 @@ def test_two_onnxruntime_builds_are_called_out(monkeypatch, caplog, tmp_path):
     plan = providers.plan_providers("auto", tmp_path)
     assert [name for name, _ in plan.providers] == ["CPUExecutionProvider"]
     assert "installed together" in caplog.text and any("pip uninstall" in n for n in plan.notes)
+    # where the GPU build's files won, the CUDA provider is there: nothing to warn about
+    caplog.clear()
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    providers.warn_conflicting_packages("cuda")
+    assert "installed together" not in caplog.text
 
 
 def test_model_info_traces_the_result_back(seg, tiny_onnx):
