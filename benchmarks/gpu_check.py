@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -140,6 +141,13 @@ def run_all(setup: sec.Setup, out: Path, budget_s: float, only: set[str] | None 
 
 
 # -- the report ---------------------------------------------------------------------------------------
+def _share(value: float | None, digits: int) -> str:
+    """A share rounded down, so that 0.99998 never reads as 1.0000 nor 99.9987 % as >= 99.999 %."""
+    if value is None:
+        return "-"
+    return f"{math.floor(value * 10 ** digits) / 10 ** digits:.{digits}f}"
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or value == "":
         return "-"
@@ -161,7 +169,8 @@ def machine_line(doc: dict[str, Any]) -> str:
     return (f"Machine: {m.get('gpu') or 'no GPU'}, driver {_fmt(m.get('driver'))}, CUDA {_fmt(m.get('cuda'))}, "
             f"ONNX Runtime {_fmt(m.get('onnxruntime'))} ({', '.join(m.get('onnxruntime_packages') or []) or '-'}; "
             f"providers {', '.join(m.get('providers') or [])}), torch {_fmt(m.get('torch'))}, "
-            f"fused kernels: {_fmt(m.get('fused_kernels'))}; CPU {_fmt(m.get('cpu'))}, Python {_fmt(m.get('python'))}")
+            f"fused kernels: {_fmt(m.get('fused_kernels'))} (numba-cuda {_fmt(m.get('numba_cuda'))}, NumPy "
+            f"{_fmt(m.get('numpy'))}); CPU {_fmt(m.get('cpu'))} x {_fmt(m.get('cores'))}, Python {_fmt(m.get('python'))}")
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -186,7 +195,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['pipeline']} | {r['batch']} | {_fmt(r.get('preprocessing'))} | {_fmt(r.get('provider'))} | "
                      f"{_fmt(r.get('precision'))} | {_fmt(r.get('cuda_graph'))} | {_fmt(r['median_ms'], 3)} | "
                      f"{_fmt(r['p99_ms'], 3)} | {_fmt(r['frames_per_s'], 0)} | {_fmt(r.get('vs_seed_style'), 1)} | "
-                     f"{split} | {_fmt(r.get('labels_equal_to_host_min'), 4)} | {targets or '-'} |")
+                     f"{split} | {_share(r.get('labels_equal_to_host_min'), 4)} | {targets or '-'} |")
     header = ("| device | provider | CUDA graph | capture checked | page-locked buffers | readback | open s "
               "| same labels from another thread | fallbacks and notes |")
     lines += ["", "## Providers opened for real", "", header, "|" + "---|" * 9]
@@ -205,7 +214,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for r in fused["rows"]:
             lines.append(f"| {r['recipe']} | {r['frame'][0]}x{r['frame'][1]} -> {r['input'][0]}x{r['input'][1]} | "
-                         f"{_fmt(100 * r['min_within_1'], 3)} % | {_fmt(100 * r['min_exact'], 3)} % | "
+                         f"{_share(100 * r['min_within_1'], 3)} % | {_share(100 * r['min_exact'], 3)} % | "
                          f"{r['max_input_delta']:.2e} | {_fmt(r['median_ms'], 3)} |")
     else:
         lines.append(f"Not run: {doc['sections'].get('fused', {}).get('note') or '-'}")
@@ -217,7 +226,7 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"peak GPU memory {_fmt(train.get('peak_gpu_memory_mb'))} MB")
     if export:
         lines.append(f"- export fp32 (verified): {export['seconds']} s; on {export['provider']} the labels equal the "
-                     f"CPU's on >= {_fmt(100 * export['labels_equal_to_cpu_min'], 3)} % of pixels")
+                     f"CPU's on >= {_share(100 * export['labels_equal_to_cpu_min'], 3)} % of pixels")
     network = _data(doc, "models")
     if network:
         t, summary = network["training"], network["training"]["summary"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -75,8 +76,11 @@ def machine(s: Setup) -> dict[str, Any]:
 
     if s.device != "cpu":
         preload_gpu_libraries()
-    info: dict[str, Any] = {"cpu": cpu_model(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-                            "onnxruntime_packages": conflicting_ort_packages(),
+    from usseg.runtime.provenance import package_version
+
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                            "numpy": np.__version__, "numba_cuda": package_version("numba-cuda"),
+                            "onnxruntime": ort.__version__, "onnxruntime_packages": conflicting_ort_packages(),
                             "providers": ort.get_available_providers(), "gpu": None, "driver": None}
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -337,7 +341,9 @@ def e2e(s: Setup) -> dict[str, Any]:
             rows.append({"pipeline": name, "batch": n, "skipped": str(exc).splitlines()[0][:300]})
             continue
         try:
-            labels = [seg(f).labels for f in frames[:4]]
+            # batched rows compare what the multi-frame mode gives: cuDNN may choose its
+            # algorithms per shape
+            labels = [seg(f).labels for f in frames[:4]] if n == 1 else [r.labels for r in seg.batch(frames[:n])][:4]
             if prep == "host" and n == 1:
                 reference = dict(enumerate(labels))
             agree = min(float((a == reference[i]).mean()) for i, a in enumerate(labels)) if reference else None
@@ -354,6 +360,7 @@ def e2e(s: Setup) -> dict[str, Any]:
                              stages_ms_per_frame={k: statistics.median(v) for k, v in stages.items() if k != "total"}))
         except Exception as exc:  # noqa: BLE001 - out of memory on a big batch, say: that row only
             rows.append({"pipeline": name, "batch": n, "error": str(exc).splitlines()[0][:300]})
+        seg.close()
         del seg
         gc.collect()
     rows.append(_seed_style(s, frames, slow))

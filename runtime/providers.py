@@ -125,10 +125,12 @@ class Plan:
 
 def cuda_options(cuda_graph: bool, exact: bool = False, device_id: int = 0) -> dict[str, str]:
     """``exact``: no TF32, and cuDNN's heuristic choice of convolution algorithm rather than the
-    fastest one timed, which may be FFT or Winograd: graphs with in-graph preprocessing need
-    float32 sums of integers to be exact. Not "DEFAULT": with cuDNN 9, ONNX Runtime runs that as
-    its slow fallback path ("running in Fallback mode"; the seed recipe's graph took 66 ms a frame
-    on an H200 against 10 ms heuristic, both grey level for grey level equal to OpenCV there)."""
+    fastest one timed: graphs with in-graph preprocessing need float32 sums of integers to be
+    exact, and a timed search is the likelier to pick an FFT or Winograd algorithm, which is not.
+    The heuristics can pick those too on some GPU and shape; on an H200 the seed and realtime
+    recipes' graphs came out equal to OpenCV on every pixel with it (``graph_check --device cuda``
+    checks a GPU). Not "DEFAULT": with cuDNN 9, ONNX Runtime runs that through its slow fallback
+    ("running in Fallback mode": the seed recipe's graph took 66 ms a frame there, 10 ms heuristic)."""
     options = {"device_id": str(device_id), "enable_cuda_graph": "1" if cuda_graph else "0",
                "cudnn_conv_algo_search": "HEURISTIC" if exact else "EXHAUSTIVE"}
     if exact:

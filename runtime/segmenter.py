@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -106,7 +107,9 @@ def file_sha256(path: Path) -> str:
 class Segmenter(FramePipeline):
     """See the module docstring. ``preprocess``: auto | host | fused; ``flip_tta``: average the
     scores of each frame and its mirror image (logits or probs models); ``fp16``: TensorRT in
-    fp16 even for an fp32 model (default: only fp16 models)."""
+    fp16 even for an fp32 model (default: only fp16 models); ``threads``: ONNX Runtime's threads
+    on the CPU, and the threads that post-process the frames of one ``batch`` call (default:
+    ONNX Runtime's own choice, and this process's cores up to 8)."""
 
     def __init__(self, model_path: str | Path, device: str = "auto", *, spacing_mm: float | None = None,
                  cache_dir: str | Path | None = None, threads: int | None = None, cuda_graph: bool = True,
@@ -142,6 +145,7 @@ class Segmenter(FramePipeline):
         self._copy_input = True
         self._threads = threads
         self._post_pool: ThreadPoolExecutor | None = None
+        self._post_pool_lock = threading.Lock()
         self.preprocessing = self._choose_preprocessing(preprocess)
         log.info("usseg runtime: %s on %s, preprocessing %s%s", self.path.name, self._backend.plan.describe(),
                  self.preprocessing, ", flip TTA" if self.flip_tta else "")
@@ -324,16 +328,20 @@ class Segmenter(FramePipeline):
     def _post_workers(self) -> ThreadPoolExecutor:
         """Threads that finish the frames of one multi-frame call side by side: the post-processing
         kernels release the GIL and keep their scratch per thread, and on a GPU this host work is
-        most of a batched frame's time. As many as ``threads`` (default: the cores, at most 8)."""
-        if self._post_pool is None:
-            workers = self._threads or min(8, os.cpu_count() or 1)
-            self._post_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="usseg-post")
-        return self._post_pool
+        most of a batched frame's time. As many as ``threads`` (default: the cores this process may
+        use, at most 8)."""
+        with self._post_pool_lock:
+            if self._post_pool is None:
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+                workers = self._threads or min(8, cores or 1)
+                self._post_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="usseg-post")
+            return self._post_pool
 
     def close(self) -> None:
-        if self._post_pool is not None:
-            self._post_pool.shutdown(wait=True)
-            self._post_pool = None
+        with self._post_pool_lock:
+            if self._post_pool is not None:
+                self._post_pool.shutdown(wait=True)
+                self._post_pool = None
         self._backend.close()
 
     def __repr__(self) -> str:

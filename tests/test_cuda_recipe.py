@@ -310,7 +310,8 @@ def test_fused_seed_recipe_on_full_frames_on_the_device(tmp_path, input_hw):
 WITHOUT_ROW_STACK = """
 import sys
 import numpy as np
-del np.row_stack
+if hasattr(np, "row_stack"):
+    del np.row_stack
 if sys.argv[1] == "target":
     from usseg.runtime.cuda.device import target
     target()
@@ -330,7 +331,12 @@ def test_numba_cuda_compiles_on_a_numpy_without_row_stack(through_target):
                          capture_output=True, text=True, check=False, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert last == ("compiles: True" if through_target else "failed: module 'numpy' has no attribute 'row_stack'")
+    if through_target:
+        assert last == "compiles: True"
+    elif not last.startswith("failed:"):
+        pytest.skip(f"this numba-cuda and NumPy need no alias ({last})")
+    else:
+        assert last == "failed: module 'numpy' has no attribute 'row_stack'"
 
 
 def test_a_cuda_target_that_imports_but_cannot_compile_is_unavailable(monkeypatch):

@@ -3,6 +3,7 @@ section runner: isolation, time limits, budget and partial reports."""
 
 import json
 
+import numpy as np
 import pytest
 
 from usseg.benchmarks import gpu_check
@@ -58,6 +59,7 @@ def test_dry_run_markdown_names_the_machine_and_every_section(dry_run):
 
     machine = next(line for line in md.splitlines() if line.startswith("Machine:"))
     assert f"ONNX Runtime {ort.__version__}" in machine and "driver" in machine and "CUDA" in machine
+    assert f"NumPy {np.__version__}" in machine and "numba-cuda " in machine
     assert "| pipeline | batch | preprocessing |" in md and "| seed-style (cv2 + torch eager fp32) | 1 |" in md
     for name in doc["sections"]:
         assert f"| {name} | {doc['sections'][name]['status']} |" in md
@@ -99,3 +101,9 @@ def test_no_section_starts_without_budget_left(tmp_path):
                             runner=lambda *a: pytest.fail("no section should start"))
     assert all(r["status"] == "skipped" for r in doc["sections"].values())
     assert "budget" in doc["sections"]["machine"]["note"]
+
+
+def test_shares_in_the_report_are_rounded_down():
+    """0.99998 of the pixels equal is not 1.0000, and 99.9987 % is not >= 99.999 %."""
+    assert gpu_check._share(0.99998, 4) == "0.9999" and gpu_check._share(1.0, 4) == "1.0000"
+    assert gpu_check._share(100 * 0.999987, 3) == "99.998" and gpu_check._share(None, 3) == "-"

@@ -100,7 +100,7 @@ def test_onnxruntime_constraints_hold_in_every_plan(build, model, device, cpu_no
         # TensorRT EP docs, trt_fp16_enable: a precision change; only for fp16 models (or when asked)
         if trt:
             assert trt["trt_fp16_enable"] == ("1" if model == "fp16" else "0")
-        # exact in-graph arithmetic: no TF32, cuDNN's default algorithms, no TensorRT (CUDA EP docs:
+        # exact in-graph arithmetic: no TF32, cuDNN's heuristic algorithms, no TensorRT (CUDA EP docs:
         # use_tf32, cudnn_conv_algo_search)
         if model == "in-graph":
             assert TRT not in names

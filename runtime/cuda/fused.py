@@ -13,7 +13,6 @@ min-max) and leaves the result in ``out``. Frames must have the one size given a
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +32,8 @@ class CudaUnavailableError(UssegError, RuntimeError):
 
 def unavailable_reason() -> str | None:
     """Why the fused kernels cannot run here (None when they can: a CUDA device, or Numba's
-    simulator). Imports ``numba.cuda`` on the first call."""
+    simulator). The first call imports ``numba.cuda`` and, on a device, compiles and runs a test
+    kernel on GPU 0 (a CUDA context, about a second); the answer is kept for the process."""
     from .device import target
 
     try:
@@ -67,16 +67,17 @@ def _compile_reason() -> str | None:
             if i < out.size:
                 out[i] = i
 
-        out = cuda.device_array(8, np.int32)
-        with warnings.catch_warnings():  # one block of 8 threads on purpose: no occupancy warning
-            warnings.simplefilter("ignore")
-            count[1, 8](out)
+        out = cuda.device_array(SMOKE_BLOCKS, np.int32)
+        count[SMOKE_BLOCKS, 1](out)
         got = out.copy_to_host()
     except Exception as exc:  # noqa: BLE001 - compiler, linker or driver: any of them means not here
         return f"numba.cuda cannot compile and run a kernel here: {type(exc).__name__}: {exc}"
-    if got.tolist() != list(range(8)):
-        return f"numba.cuda ran a test kernel that returned {got.tolist()} instead of 0..7"
+    if got.tolist() != list(range(SMOKE_BLOCKS)):
+        return f"numba.cuda ran a test kernel that returned {got.tolist()[:8]}... instead of 0, 1, 2..."
     return None
+
+
+SMOKE_BLOCKS = 128  # the fewest blocks numba-cuda launches without a low-occupancy warning
 
 
 class FusedRecipe:

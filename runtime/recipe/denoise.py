@@ -66,7 +66,7 @@ class NlmDenoise(Denoiser):
         diff = g.op("Sub", shifted, centre)
         squares = g.op("Mul", diff, diff)
         # Patch sums of squared differences: a depthwise Conv with a kernel of ones adds integers
-        # below 2**24, exact in float32 (without TF32 and without FFT convolution).
+        # below 2**24, exact in float32 (without TF32 and unless cuDNN picks an FFT or Winograd algorithm).
         ones = g.const(np.ones((n * n, 1, k, k), np.float32), hint="patch")
         ssd = g.op("Conv", squares, ones, group=n * n)
         # floor(S / 2**shift): a division by a power of two is exact, the cast truncates.

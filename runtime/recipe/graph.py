@@ -11,8 +11,9 @@ Only plain operators are used (Slice, Concat of ``nlm_search`` inputs -- 21 for 
 under the 32 that ORT's CUDA-graph capture accepts --, Conv, Gather, CumSum, MatMul), so the graph
 runs under any provider. Matching OpenCV exactly relies on float32 sums of integers below 2**24
 and on float64 for the NLM's weighted sums, so the runtime runs these models on CUDA with TF32
-off and cuDNN's heuristic convolution algorithms (not timed ones, which may be FFT), and not under
-TensorRT; ``python -m usseg.benchmarks.graph_check --device cuda`` checks a GPU.
+off and cuDNN's heuristic convolution algorithms (a timed search is the likelier to pick FFT or
+Winograd), and not under TensorRT; since the heuristics may still pick them on some GPU,
+``python -m usseg.benchmarks.graph_check --device cuda`` checks a GPU against OpenCV.
 
 This module needs onnx; the runtime's frame path never imports it.
 """
