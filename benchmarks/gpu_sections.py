@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -76,9 +75,9 @@ def machine(s: Setup) -> dict[str, Any]:
 
     if s.device != "cpu":
         preload_gpu_libraries()
-    from usseg.runtime.provenance import package_version
+    from usseg.runtime.provenance import package_version, usable_cores
 
-    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": usable_cores(), "python": platform.python_version(),
                             "numpy": np.__version__, "numba_cuda": package_version("numba-cuda"),
                             "onnxruntime": ort.__version__, "onnxruntime_packages": conflicting_ort_packages(),
                             "providers": ort.get_available_providers(), "gpu": None, "driver": None}
@@ -299,9 +298,10 @@ def _time(fn, items: list, rounds: int, warm: int = 2, stages: dict[str, list[fl
         t = time.perf_counter()
         out = fn(items[i % len(items)])
         times.append(1e3 * (time.perf_counter() - t))
-        first = out[0] if isinstance(out, list) else out
-        for key, value in (getattr(first, "timings", None) or {}).items() if stages is not None else ():
-            stages.setdefault(key, []).append(value)
+        if stages is not None:
+            first = out[0] if isinstance(out, list) else out
+            for key, value in first.timings.items():
+                stages.setdefault(key, []).append(value)
     return times
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
 
-from usseg.runtime.provenance import package_version
+from usseg.runtime.provenance import package_version, usable_cores
 
 
 def cpu_model() -> str:
@@ -43,7 +42,7 @@ def machine_info() -> dict[str, object]:
     ort = package_version("onnxruntime-gpu") or package_version("onnxruntime")
     return {
         "cpu": cpu_model(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "gpu": gpu_name(),
         "onnxruntime": ort,
         "cuda": cuda,

@@ -8,6 +8,7 @@ model file lives on the server) is described from its public attributes.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -18,6 +19,14 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or taskset narrows),
+    as thread pools should count them and machine reports name them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def usseg_version() -> str:

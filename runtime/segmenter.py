@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -41,7 +40,7 @@ from .labels import argmax_labels
 from .model_io import GraphMismatchError, check_graph_io
 from .pipeline import FramePipeline, finish, labels_from_output, model_input_shape, prepare
 from .preprocess import Letterbox, to_grey8
-from .provenance import package_version
+from .provenance import package_version, usable_cores
 from .providers import (
     CPU,
     CUDA,
@@ -332,8 +331,7 @@ class Segmenter(FramePipeline):
         use, at most 8)."""
         with self._post_pool_lock:
             if self._post_pool is None:
-                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-                workers = self._threads or min(8, cores or 1)
+                workers = self._threads or min(8, usable_cores())
                 self._post_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="usseg-post")
             return self._post_pool
 

@@ -22,6 +22,7 @@ from typing import Any
 from usseg.runtime.cli import add_device_option
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
+from usseg.runtime.provenance import usable_cores
 
 from .config import DEVICES
 from .fingerprint import Fingerprint, measure, write_fingerprint
@@ -49,8 +50,8 @@ def detect_device(name: str = "auto") -> Device:
     if kind in ("auto", "cuda") and torch.cuda.is_available():
         index = int(name.split(":")[1]) if ":" in name else 0
         props = torch.cuda.get_device_properties(index)
-        return Device("cuda", props.total_memory / 2**30, os.cpu_count() or 1, props.name)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return Device("cuda", props.total_memory / 2**30, usable_cores(), props.name)
+    cores = usable_cores()
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
