@@ -1,4 +1,7 @@
 import json
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -6,9 +9,67 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "seed" / "sample" / "Dataset"
-USGRA = SHARED / "datasets" / "usgra-seg"
+DATA = ROOT / "tests" / "data"
+USGRA = DATA / "usgra-seg"  # four real frames with their masks (CC BY 4.0, see its README.md)
+
+
+# -- the suite reads nothing beside the repository ------------------------------------------------
+class OutsideRepositoryRead(RuntimeError):
+    """A test opened or listed a path beside the repository (a data set that a clone lacks)."""
+
+
+_BESIDE = str(ROOT.parent) + os.sep
+_INSIDE = str(ROOT) + os.sep
+_outside_reads: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Refuse, and remember, an open or a listing of a path under the repository's parent that is
+    not inside the repository: such a test passes only on a machine that has the sibling folder."""
+    if event not in ("open", "os.listdir", "os.scandir") or not args or not isinstance(args[0], (str, bytes, Path)):
+        return
+    path = os.path.abspath(os.fsdecode(args[0]))
+    if path.startswith(_BESIDE) and not (path + os.sep).startswith(_INSIDE):
+        _outside_reads.append(path)
+        raise OutsideRepositoryRead(f"{path}: tests read nothing outside the repository {ROOT}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _reads_stay_inside_the_repository():
+    """Fails the test that touched a path beside the repository, even if it caught the error."""
+    _outside_reads.clear()
+    yield
+    if _outside_reads:
+        pytest.fail(f"read outside the repository: {sorted(set(_outside_reads))[:3]}")
+
+
+# -- a seed-format sample, like the seed's own sample frame ---------------------------------------
+@dataclass(frozen=True)
+class SeedSample:
+    annotations: Path
+    images: Path
+    key: str
+    entries: list  # the key's [label, shape, points] list
+    size: tuple[int, int]  # (height, width)
+
+
+@pytest.fixture(scope="session")
+def seed_sample(tmp_path_factory) -> SeedSample:
+    """One phantom frame in the seed's sample layout: 625x443 (the seed's sample size, not 480x640),
+    8-bit RGBA with R=G=B and alpha 255, with MID, VTB and EPI annotated."""
+    from usseg.train.phantom import PhantomConfig, generate_frame
+
+    height, width, key = 443, 625, "phantom_sample"
+    grey, entries = generate_frame(PhantomConfig(height=height, width=width), seed=97, index=0)
+    assert sorted(label for label, _, _ in entries) == ["EPI", "MID", "VTB"]
+    root = tmp_path_factory.mktemp("seed_sample")
+    (root / "images").mkdir()
+    cv2.imwrite(str(root / "images" / f"{key}.png"), np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+    (root / "annotations.json").write_text(json.dumps({key: entries}))
+    return SeedSample(root / "annotations.json", root / "images", key, entries, (height, width))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import SAMPLE, USGRA
+from conftest import USGRA
 
 from usseg.train.io import DataError
 from usseg.train.maskfolder import open_mask_folder
@@ -100,22 +100,24 @@ def test_resplit_existing_mask_folder(tmp_path):
     assert sum(v == "test" for v in after.values()) == 10 and "val" not in after.values()
 
 
-def test_sample_dataset_prepares_to_its_own_canvas(tmp_path):
+def test_sample_dataset_prepares_to_its_own_canvas(tmp_path, seed_sample):
     out = tmp_path / "p"
-    assert prepare_main(["--annotations", str(SAMPLE / "annotations.json"), "--images", str(SAMPLE / "images"),
+    assert prepare_main(["--annotations", str(seed_sample.annotations), "--images", str(seed_sample.images),
                          "--out", str(out)]) == 0
-    image, mask = open_mask_folder(out).load("Image_97")
-    assert image.shape == mask.shape == (443, 625)
+    image, mask = open_mask_folder(out).load(seed_sample.key)
+    assert image.shape == mask.shape == seed_sample.size == (443, 625)
     assert set(np.unique(mask)) == {0, 1, 2, 3}
 
 
 def test_usgra_seg_loads_through_the_mask_folder_reader():
+    """The real data set's own mask folder (four of its frames, shipped in tests/data)."""
     folder = open_mask_folder(USGRA)
     assert folder.classes == ("background", "nerve", "vessel")
-    assert len(folder.ids("train")) == 204 and len(folder.ids("test")) == 40
-    image, mask = folder.load("0000")
-    assert image.dtype == np.uint8 and image.shape == mask.shape
-    assert set(np.unique(mask)) <= {0, 1, 2} and 1 in mask
+    assert folder.ids("train") == ["0000", "0060", "0120"] and folder.ids("test") == ["0180"]
+    for item_id, size in (("0000", (512, 512)), ("0180", (512, 534))):
+        image, mask = folder.load(item_id)
+        assert image.dtype == np.uint8 and image.shape == mask.shape == size
+        assert set(np.unique(mask)) <= {0, 1, 2} and 1 in mask
 
 
 def test_mask_folder_errors_name_the_file(tmp_path):

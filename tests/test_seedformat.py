@@ -3,8 +3,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import SAMPLE
-
 from usseg.train.io import DataError
 from usseg.train.seedformat import draw_mask, iter_seed_dataset, parse_shapes
 
@@ -30,20 +28,25 @@ def independent_mask(entries, h, w):
     return mask
 
 
-def test_sample_mask_matches_an_independent_drawing():
-    entries = json.loads((SAMPLE / "annotations.json").read_text())["Image_97"]
-    items = list(iter_seed_dataset(SAMPLE / "annotations.json", SAMPLE / "images", strict=True))
+def test_sample_mask_matches_an_independent_drawing(seed_sample):
+    entries, (h, w) = seed_sample.entries, seed_sample.size
+    items = list(iter_seed_dataset(seed_sample.annotations, seed_sample.images, strict=True))
     assert len(items) == 1
     item = items[0]
-    # The canvas is the image's own (625x443), not the seed's fixed 480x640.
-    assert item.image.shape == item.mask.shape == (443, 625)
-    expected = independent_mask(entries, 443, 625)
+    # The canvas is the image's own (625x443 RGBA read as grey), not the seed's fixed 480x640.
+    assert item.key == seed_sample.key and item.image.shape == item.mask.shape == (h, w)
+    expected = independent_mask(entries, h, w)
     assert (item.mask == expected).mean() > 0.998
     for value in (1, 2, 3):
         a, b = item.mask == value, expected == value
         assert (a & b).sum() / (a | b).sum() > 0.9, value
-    # The rectangle's interior is exact where nothing is drawn over it.
-    assert (item.mask[360:391, 266:420] == 2).all()
+    # The rectangle's interior is exact where nothing is drawn over it (rows below the MID line's
+    # end and beside its 10-px band).
+    (xa, ya), (xb, yb) = next(points for label, _, points in entries if label == "VTB")
+    mid = next(points for label, _, points in entries if label == "MID")
+    rows = slice(max(min(ya, yb), max(p[1] for p in mid) + 6), max(ya, yb) + 1)
+    assert rows.start < rows.stop
+    assert (item.mask[rows, min(xa, xb):max(xa, xb) + 1] == 2).all()
 
 
 def test_later_shapes_draw_over_earlier_ones():

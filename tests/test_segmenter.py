@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import SAMPLE
 
 from usseg.runtime.contract import METADATA_KEY
 from usseg.runtime.infer import main as infer_main
@@ -152,21 +151,21 @@ def test_asking_for_cuda_on_a_cpu_build_says_how_to_fix_it(tiny_onnx):
         Segmenter(tiny_onnx, device="tpu")
 
 
-def test_infer_cli_writes_outputs_and_reports_bad_files(tiny_onnx, frames, tmp_path, capsys):
+def test_infer_cli_writes_outputs_and_reports_bad_files(tiny_onnx, frames, tmp_path, capsys, seed_sample):
     images = tmp_path / "in"
     images.mkdir()
     for i, f in enumerate(frames[:2]):
         cv2.imwrite(str(images / f"f{i}.png"), f)
     (images / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "out"
-    rc = infer_main(["--model", str(tiny_onnx), str(images), str(SAMPLE / "images" / "Image_97.png"),
+    rc = infer_main(["--model", str(tiny_onnx), str(images), str(seed_sample.images / "phantom_sample.png"),
                      "--out", str(out), "--save-masks", "--device", "cpu", "--quiet"])
     assert rc == 1
     doc = json.loads((out / "results.json").read_text())
-    assert [r["file"].split("/")[-1] for r in doc["frames"]] == ["f0.png", "f1.png", "Image_97.png"]
+    assert [r["file"].split("/")[-1] for r in doc["frames"]] == ["f0.png", "f1.png", "phantom_sample.png"]
     assert doc["failures"][0]["file"].endswith("broken.png") and "not a readable image" in doc["failures"][0]["error"]
-    overlay = cv2.imread(str(out / "Image_97_overlay.png"))
-    mask = cv2.imread(str(out / "Image_97_mask.png"), cv2.IMREAD_UNCHANGED)
+    overlay = cv2.imread(str(out / "phantom_sample_overlay.png"))
+    mask = cv2.imread(str(out / "phantom_sample_mask.png"), cv2.IMREAD_UNCHANGED)
     assert overlay.shape == (443, 625, 3) and mask.shape == (443, 625)
     assert set(np.unique(mask)) <= {0, 1, 2, 3}
     assert "3 frames, 1 failed" in capsys.readouterr().out
