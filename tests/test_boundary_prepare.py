@@ -5,6 +5,8 @@ nothing outside --out changes (each test hashes the tree around it before and af
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -76,6 +78,15 @@ def test_prepare_refuses_key_with_path_separator(tmp_path, victim, caplog, make_
     ("C:evil", "drive name"),
     ("\ud800", "not valid Unicode"),
     ("x" * 201, "201 bytes long"),
+    (" ", "starts or ends with a space"),
+    ("img0 ", "starts or ends with a space"),
+    (" img0", "starts or ends with a space"),
+    ("CON", "device name reserved on Windows"),
+    ("nul.backup", "device name reserved on Windows"),
+    ("com1", "device name reserved on Windows"),
+    ("gpj.\u202eevil", "invisible formatting character U+202E"),        # shows as "live.jpg"
+    ("img\u200b0", "invisible formatting character U+200B"),           # looks like img0
+    ("\ufeffimg0", "invisible formatting character U+FEFF"),
 ])
 def test_prepare_refuses_key_with_dotdot_control_character_or_odd_form(tmp_path, caplog, key, reason):
     annotations, images = seed_set(tmp_path / "src", extra={key: SHAPES})
@@ -246,3 +257,73 @@ def test_resplit_ignores_a_stale_temporary_mask(tmp_path):
     (data / "masks" / ".f0.png.x1y2.usseg-tmp.png").write_bytes((data / "masks" / "f0.png").read_bytes())
     assert prepare_main(["--masks-dir", str(data), "--val", "0", "--test", "0.5"]) == 0
     assert sorted(read_split(data / "split.csv")) == ["f0", "f1", "f2", "f3"]
+
+
+def test_prepare_lists_a_few_bad_entries_of_each_kind_then_counts_them(tmp_path, caplog, capsys):
+    """A file with thousands of bad keys gives a short log: the first 5 of each kind, then a count."""
+    extra = {f"sub/f{i}": SHAPES for i in range(300)}
+    extra |= {f"g{i}": [["XYZ", "line", [[1, 1], [5, 5]]]] for i in range(40)}
+    annotations, images = seed_set(tmp_path / "src", extra=extra)
+    assert prepare_main(args_for(annotations, images, tmp_path / "out")) == 1
+    skipped = [r for r in caplog.records if r.getMessage().startswith("skipped: ")]
+    assert sum("path separator" in r.getMessage() for r in skipped) == 5
+    assert sum("unknown label 'XYZ'" in r.getMessage() for r in skipped) == 5
+    assert len(caplog.records) < 20
+    assert "skipped 340 bad entries (300 name, 40 label)" in capsys.readouterr().out
+    assert sorted(read_split(tmp_path / "out" / "split.csv")) == ["f0", "f1", "f2", "f3"]
+
+
+# SIGTERM after the first frame is written: the run stops, and nothing of it is left.
+STOPPED_RUN = """
+import os, signal, sys
+from usseg.train import prepare
+written = prepare.write_item
+def write_then_stop(*args):
+    written(*args)
+    os.kill(os.getpid(), signal.SIGTERM)
+prepare.write_item = write_then_stop
+sys.exit(prepare.main(sys.argv[1:]))
+"""
+
+
+def test_prepare_stopped_by_sigterm_leaves_no_temporary_folder(tmp_path):
+    annotations, images = seed_set(tmp_path / "src")
+    before = tree_digest(tmp_path)
+    done = subprocess.run([sys.executable, "-c", STOPPED_RUN, *args_for(annotations, images, tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("error: stopped by SIGTERM; nothing was written and the "
+                                                    "temporary files were removed")
+    assert tree_digest(tmp_path) == before  # no --out, no hidden .out.*.usseg-tmp beside it
+
+
+def test_prepare_removes_what_a_killed_run_left_and_keeps_a_running_one(tmp_path, caplog):
+    annotations, images = seed_set(tmp_path / "src")
+    dead = tmp_path / ".out.k1ll3d.usseg-tmp"           # a folder a killed run was writing
+    (dead / "masks").mkdir(parents=True)
+    (dead / "masks" / "f0.png").write_bytes(b"half")
+    half_file = tmp_path / ".out.x9.usseg-tmp.png"      # a file it was writing
+    half_file.write_bytes(b"half")
+    with subprocess.Popen(["sleep", "60"]) as other:    # a run still going owns its folder
+        busy = tmp_path / ".out.b5sy.usseg-tmp"
+        busy.mkdir()
+        (busy / ".usseg-owner").write_text(f"{other.pid}\n")
+        try:
+            assert prepare_main(args_for(annotations, images, tmp_path / "out")) == 0
+        finally:
+            other.kill()
+    assert not dead.exists() and not half_file.exists() and busy.is_dir()
+    assert f"removed {dead}, left behind by a run that was stopped" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["classes.json", "images", "masks", "split.csv"]
+
+
+def test_prepare_puts_back_a_folder_a_killed_run_had_set_aside(tmp_path, caplog):
+    """Killed between moving the old folder aside and moving the new one in: the old one returns."""
+    annotations, images = seed_set(tmp_path / "src")
+    assert prepare_main(args_for(annotations, images, tmp_path / "out")) == 0
+    before = tree_digest(tmp_path / "out")
+    (tmp_path / "out").rename(tmp_path / ".out.q7.usseg-tmp.old")
+    assert prepare_main(args_for(annotations, images, tmp_path / "out")) == 2  # it is there again, so ...
+    assert "already exists (pass --overwrite" in caplog.text                   # ... not replaced unasked
+    assert "put back" in caplog.text and tree_digest(tmp_path / "out") == before
+    assert not any(".usseg-tmp" in p.name for p in tmp_path.iterdir())

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 from usseg.train.io import DataError
+from usseg.train.problems import ProblemLog
 from usseg.train.seedformat import draw_mask, iter_seed_dataset, parse_shapes
 
 
@@ -30,7 +31,7 @@ def independent_mask(entries, h, w):
 
 def test_sample_mask_matches_an_independent_drawing(seed_sample):
     entries, (h, w) = seed_sample.entries, seed_sample.size
-    items = list(iter_seed_dataset(seed_sample.annotations, seed_sample.images, strict=True))
+    items = list(iter_seed_dataset(seed_sample.annotations, seed_sample.images))
     assert len(items) == 1
     item = items[0]
     # The canvas is the image's own (625x443 RGBA read as grey), not the seed's fixed 480x640.
@@ -66,7 +67,7 @@ def test_reads_grey_rgb_rgba_8_and_16_bit(tmp_path, dtype, channels):
     img = grey if channels == 1 else np.dstack([grey] * 3 + ([np.full_like(grey, top)] if channels == 4 else []))
     cv2.imwrite(str(images / "f.png"), img)
     (tmp_path / "a.json").write_text(json.dumps({"f": [["MID", "line", [[25, 0], [25, 39]]]]}))
-    [item] = iter_seed_dataset(tmp_path / "a.json", images, strict=True)
+    [item] = iter_seed_dataset(tmp_path / "a.json", images)
     assert item.image.dtype == np.uint8 and item.image.shape == (40, 50)
     assert abs(int(item.image[-1, -1]) - 255) <= 1 and item.image[0, 0] == 0
     assert item.mask[20, 25] == 1
@@ -93,25 +94,26 @@ def test_bad_entries_name_file_and_key(tiny_seed_dataset, entry, words):
     data["a"] = entry
     path.write_text(json.dumps(data))
     with pytest.raises(DataError) as err:
-        list(iter_seed_dataset(path, images, strict=True))
+        list(iter_seed_dataset(path, images))
     assert words in str(err.value) and "'a'" in str(err.value) and str(path) in str(err.value)
-    problems = []
-    items = list(iter_seed_dataset(path, images, strict=False, problems=problems))
+    problems = ProblemLog()
+    items = list(iter_seed_dataset(path, images, problems=problems))
     assert [i.key for i in items] == ["b", "c"]
-    assert len(problems) == 1 and words in problems[0]
+    assert problems.total == 1 and words in problems.shown[0]
 
 
 def test_missing_and_unreadable_images(tiny_seed_dataset):
     path, images = tiny_seed_dataset
     (images / "a.png").unlink()
     (images / "b.png").write_bytes(b"not a png")
-    problems = []
+    problems = ProblemLog()
     items = list(iter_seed_dataset(path, images, problems=problems))
     assert [i.key for i in items] == ["c"]
-    assert "no image for key 'a'" in problems[0]
-    assert "b.png: not a readable image" in problems[1]
+    assert "no image for key 'a'" in problems.shown[0]
+    assert "b.png: not a readable image" in problems.shown[1]
+    assert problems.counts == {"image": 2}
     with pytest.raises(DataError, match="no image for key 'a'"):
-        list(iter_seed_dataset(path, images, strict=True))
+        list(iter_seed_dataset(path, images))
 
 
 @pytest.mark.parametrize("text,words", [("{not json", "malformed JSON"), ("[1, 2]", "expected a JSON object")])

@@ -21,12 +21,18 @@ from .io import DataError, read_grey8, read_image, write_json, write_png
 
 SPLITS = ("train", "val", "test")
 MAX_ID_BYTES = 200  # <id>.png and its temporary name stay within the usual 255-byte name limit
+# Names Windows keeps for devices, with any extension (CON.png is the console there).
+RESERVED_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                            *(f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3")})
 
 
 def id_problem(item_id: object) -> str | None:
     """Why ``item_id`` cannot be an id (None when it can). Ids become file names (images/<id>.png),
-    so an id must be a plain name that stays inside its folder on every system: no path
-    separators, no "..", no drive, no control characters, not hidden (temporaries start with ".").
+    so an id must be a plain name that stays inside its folder on every system and reads as it
+    is: no path separators, no "..", no drive, no control characters, not hidden (temporaries
+    start with "."), no leading or trailing space, no device name reserved on Windows, and no
+    invisible formatting characters (bidirectional overrides such as U+202E show a name reversed;
+    zero-width ones make two names look alike).
     """
     if not isinstance(item_id, str) or not item_id:
         return "it is empty" if item_id == "" else f"it is a {type(item_id).__name__}, not a string"
@@ -38,8 +44,15 @@ def id_problem(item_id: object) -> str | None:
         return "it starts with '.'"
     if PureWindowsPath(item_id).drive:
         return "it starts with a drive name"
-    if any(unicodedata.category(ch) == "Cc" for ch in item_id):
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in item_id):
         return "it contains a control character"
+    invisible = next((ch for ch in item_id if unicodedata.category(ch) == "Cf"), None)
+    if invisible is not None:
+        return f"it contains the invisible formatting character U+{ord(invisible):04X}"
+    if item_id != item_id.strip():
+        return "it starts or ends with a space"
+    if item_id.split(".")[0].rstrip(" ").upper() in RESERVED_NAMES:
+        return f"{item_id.split('.')[0]!r} is a device name reserved on Windows"
     try:
         size = len(item_id.encode("utf-8"))
     except UnicodeEncodeError:

@@ -1,7 +1,13 @@
-"""usseg prepare: seed-format annotations (or an existing mask folder) -> a split mask folder.
+"""usseg prepare: labelled frames from a labelling tool (or an existing mask folder) -> a split mask folder.
 
     usseg prepare --annotations phantom/annotations.json --images phantom/images --out data
+    usseg prepare --from coco --annotations instances.json --images images --out data
+    usseg prepare --from labelme --annotations labelme/ --out data --classes nerve,vessel
     usseg prepare --masks-dir data --val 0.1 --test 0.2 --seed 42      # re-split in place
+
+Sources (--from): seed, coco, cvat, labelme, nnunet, masks (``usseg.train.importers``). A bad
+entry is reported by file and key and skipped (--strict: the run stops and writes nothing); the
+output folder is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -10,31 +16,51 @@ import argparse
 import logging
 import math
 import os
-import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from usseg.runtime.cli import add_out_option, alias_main
-from usseg.runtime.contract import SPINE_CLASSES
-from usseg.runtime.errors import UsageError
+from usseg.runtime.errors import UsageError, UssegError
 from usseg.runtime.fileio import TMP_MARK, replace_dir
 
+from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
 from .io import DataError
-from .maskfolder import (
-    SPLITS,
-    MaskFolder,
-    id_problem,
-    open_mask_folder,
-    read_classes,
-    write_classes,
-    write_item,
-    write_split,
-)
-from .seedformat import iter_seed_dataset
+from .maskfolder import SPLITS, MaskFolder, open_mask_folder, write_classes, write_item, write_split
+from .problems import EntryError, ProblemLog
 from .splits import presence_matrix, stratified_split
 
 log = logging.getLogger("usseg.prepare")
+
+OWNER_FILE = ".usseg-owner"  # in a temporary output folder: the pid of the run writing it
+
+
+class Stopped(UssegError):
+    """The run was stopped by SIGTERM (a service manager, ``kill``); nothing was written."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it
+
+
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the main thread, so that temporaries are removed on the
+    way out (the default action ends the process where it stands)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):  # noqa: ARG001 (signal handler signature)
+        raise Stopped("stopped by SIGTERM; nothing was written and the temporary files were removed")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def class_balance(folder: MaskFolder) -> list[str]:
@@ -56,44 +82,30 @@ def class_balance(folder: MaskFolder) -> list[str]:
     return lines
 
 
-def _present(mask: np.ndarray) -> set[int]:
-    return set(np.unique(mask).tolist())
-
-
-def convert_seed(annotations: Path, images: Path, tmp: Path,
-                 strict: bool) -> tuple[list[str], list[set[int]], list[str]]:
-    problems: list[str] = []
-    ids, present = [], []
-    for item in iter_seed_dataset(annotations, images, strict=strict, problems=problems):
-        write_item(tmp, item.key, item.image, item.mask)
-        ids.append(item.key)
-        present.append(_present(item.mask))
-    write_classes(tmp, SPINE_CLASSES)
-    return ids, present, problems
-
-
-def resplit_masks(masks_dir: Path) -> tuple[list[str], list[set[int]], tuple[str, ...]]:
-    classes = read_classes(masks_dir / "classes.json")
-    ids = []
-    for path in sorted((masks_dir / "masks").glob("*.png")):
-        problem = id_problem(path.stem)
-        if problem is None:
-            ids.append(path.stem)
-        elif TMP_MARK not in path.name:  # a temporary a killed run left behind is no mask
-            log.warning("skipped: %s: %s cannot be an id: %s", path, repr(path.stem), problem)
-    if not ids:
-        raise DataError(f"{masks_dir / 'masks'}: no mask PNGs found")
-    folder = MaskFolder(masks_dir, classes, {i: "train" for i in ids})
-    present = [_present(folder.load(i)[1]) for i in ids]
-    return ids, present, classes
+# -- options ------------------------------------------------------------------------------------------
+def parse_classes(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of class names, e.g. nerve,vessel")
+    return names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--annotations", type=Path, help="seed-format annotations.json")
-    src.add_argument("--masks-dir", type=Path, help="an existing mask folder to (re)split")
-    p.add_argument("--images", type=Path, help="image folder for --annotations")
+    names = [f.name for f in FORMATS]
+    p.add_argument("--from", dest="source_format", choices=names, metavar="FORMAT",
+                   help="the annotation source: " + "; ".join(f"{f.name}: {f.reads}" for f in FORMATS)
+                   + " (default: seed with --annotations, masks with --masks-dir)")
+    p.add_argument("--annotations", type=Path, metavar="PATH",
+                   help="the labelling tool's export: a file (seed, COCO, CVAT XML) or a folder (LabelMe, "
+                        "CVAT mask export, nnU-Net raw data set)")
+    p.add_argument("--masks-dir", type=Path, help="an existing mask folder to copy to --out or (re)split in place")
+    p.add_argument("--images", type=Path, help="image folder (seed and COCO; optional for CVAT and LabelMe)")
     add_out_option(p, "output mask folder (default with --masks-dir: rewrite its split.csv)", required=False)
+    p.add_argument("--classes", type=parse_classes, metavar="A,B,...",
+                   help="class names in index order (1, 2, ...): labels outside the list are reported as unknown "
+                        "(default: the labels the tool declares; seed: MID,VTB,EPI)")
+    p.add_argument("--line-width", type=int, default=10, metavar="PX",
+                   help="width in pixels of lines and polylines (CVAT, LabelMe; default 10, the seed's)")
     p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
     p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
@@ -101,21 +113,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    """The options that make no sense, refused before any file is read."""
-    if args.annotations is not None and (args.images is None or args.out is None):
-        raise UsageError("--annotations needs --images and --out")
-    if args.masks_dir is not None and args.images is not None:
-        raise UsageError("--images goes with --annotations, not with --masks-dir")
+def chosen_format(args: argparse.Namespace) -> Format:
+    if args.source_format is not None:
+        return get_format(args.source_format)
+    if args.annotations is not None and args.masks_dir is not None:
+        raise UsageError("--annotations and --masks-dir: give one source")
+    if args.annotations is None and args.masks_dir is None:
+        raise UsageError("give a source: --annotations PATH (with --from FORMAT; default seed) or --masks-dir DIR")
+    return get_format("seed" if args.annotations is not None else "masks")
+
+
+def _is(path: Path, kind: str) -> bool:
+    return {"file": path.is_file(), "folder": path.is_dir(), "file or folder": path.is_file() or path.is_dir()}[kind]
+
+
+def check_arguments(args: argparse.Namespace) -> Format:
+    """The options that make no sense, refused before any file is read; returns the source format."""
+    fmt = chosen_format(args)
+    other = "--masks-dir" if fmt.source == "--annotations" else "--annotations"
+    given = args.annotations if fmt.source == "--annotations" else args.masks_dir
+    if given is None:
+        raise UsageError(f"--from {fmt.name} reads {fmt.source}")
+    if (args.masks_dir if other == "--masks-dir" else args.annotations) is not None:
+        raise UsageError(f"{other} does not go with --from {fmt.name} (it reads {fmt.source})")
+    if fmt.images == "required" and args.images is None:
+        raise UsageError(f"{fmt.source} needs --images" + ("" if fmt.name == "seed" else f" with --from {fmt.name}")
+                         + (" and --out" if args.out is None else ""))
+    if fmt.images == "unused" and args.images is not None:
+        raise UsageError(f"--images goes with --annotations, not with --from {fmt.name}"
+                         if fmt.name != "masks" else "--images goes with --annotations, not with --masks-dir")
+    if fmt.name != "masks" and args.out is None:
+        raise UsageError(f"{fmt.source} needs --out")
+    if args.line_width is not None and not 1 <= args.line_width <= 255:
+        raise UsageError(f"--line-width {args.line_width}: must be 1 to 255 pixels")
     for name, value in (("--val", args.val), ("--test", args.test)):
         if not (math.isfinite(value) and 0 <= value < 1):
             raise UsageError(f"{name} {value}: must be a fraction in [0, 1)")
     if not args.val + args.test < 1:
         raise UsageError(f"--val {args.val} and --test {args.test}: must sum to less than 1 (training needs frames)")
-    for name, path, kind in (("--annotations", args.annotations, "file"), ("--images", args.images, "folder"),
-                             ("--masks-dir", args.masks_dir, "folder")):
-        if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):
+    for name, path, kind in ((fmt.source, given, fmt.source_kind), ("--images", args.images, "folder")):
+        if path is not None and not _is(path, kind):
             raise UsageError(f"{name} {path}: " + (f"not a {kind}" if path.exists() else f"{kind} not found"))
+    return fmt
 
 
 def _overlap(out: Path, source: Path) -> str | None:
@@ -130,63 +169,148 @@ def _overlap(out: Path, source: Path) -> str | None:
     return None
 
 
-def check_out(out: Path, inputs: dict[str, Path], overwrite: bool) -> None:
-    """Refuse an --out that would destroy an input or a folder prepare did not write, before
-    anything is touched: replacing --out deletes what it holds."""
-    for what, source in inputs.items():
+def check_out(out: Path, inputs: dict[str, Path], overwrite: bool,
+              own: tuple[str, ...] = ("classes.json", "split.csv"), what: str = "mask folder",
+              writer: str = "usseg prepare") -> None:
+    """Refuse an --out that would destroy an input or a folder this command did not write, before
+    anything is touched: replacing --out deletes what it holds. ``own`` are the files by which a
+    folder this command wrote is known."""
+    for name, source in inputs.items():
         how = _overlap(out, source)
         if how is not None:
-            raise UsageError(f"--out {out} {how} the {what} {source}; the output folder must lie apart from "
+            raise UsageError(f"--out {out} {how} the {name} {source}; the output folder must lie apart from "
                              f"the inputs, because it is replaced as a whole")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.exists():
         if not overwrite:
             raise UsageError(f"--out {out}: already exists (pass --overwrite to replace it)")
-        if any(out.iterdir()) and not ((out / "classes.json").is_file() and (out / "split.csv").is_file()):
-            raise UsageError(f"--out {out}: exists and is not a mask folder (no classes.json and split.csv); "
-                             f"--overwrite replaces only a folder that usseg prepare wrote, or an empty one")
+        if any(out.iterdir()) and not all((out / name).is_file() for name in own):
+            raise UsageError(f"--out {out}: exists and is not a {what} (no {' and '.join(own)}); "
+                             f"--overwrite replaces only a folder that {writer} wrote, or an empty one")
     parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot be created ({parent} is not a writable folder)")
 
 
+# -- temporaries a stopped run left behind ----------------------------------------------------------------
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(folder: Path) -> int | None:
+    try:
+        return int((folder / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove what a killed run writing ``target`` left beside it: its temporary folder (unless the
+    run that owns it is still going), a temporary file, or the previous folder set aside during the
+    final swap (put back when ``target`` is gone, else removed)."""
+    import shutil
+
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}."
+    for entry in sorted(target.parent.iterdir()):
+        if not (entry.name.startswith(prefix) and TMP_MARK in entry.name) or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            owner = _owner(entry)
+            if owner is not None and owner != os.getpid() and _running(owner):
+                continue
+            if entry.name.endswith(".old") and not target.exists():
+                entry.rename(target)
+                log.warning("put back %s: a run stopped while replacing it had set it aside as %s", target, entry.name)
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        log.warning("removed %s, left behind by a run that was stopped", entry)
+
+
+# -- reading the source ------------------------------------------------------------------------------------
+def collect(imported: Imported, tmp: Path | None, problems: ProblemLog
+            ) -> tuple[list[str], list[set[int]], dict[str, str]]:
+    """Write each frame into ``tmp`` (None: only read them); returns the ids, the classes present in
+    each, and the splits the source fixes. A key given twice is a bad entry, both frames dropped."""
+    present: dict[str, set[int]] = {}
+    fixed: dict[str, str] = {}
+    dropped: set[str] = set()
+    for frame in imported.frames:
+        if frame.key in present or frame.key in dropped:
+            problems.report(EntryError(f"id {frame.key!r}: given by two frames of the source; which one is meant "
+                                       f"is unclear", "duplicate"))
+            if frame.key in present:
+                del present[frame.key]
+                fixed.pop(frame.key, None)
+                dropped.add(frame.key)
+                if tmp is not None:
+                    for sub in ("images", "masks"):
+                        (tmp / sub / f"{frame.key}.png").unlink(missing_ok=True)
+            continue
+        if tmp is not None:
+            write_item(tmp, frame.key, frame.image, frame.mask)
+        present[frame.key] = set(np.unique(frame.mask).tolist())
+        if frame.split is not None:
+            fixed[frame.key] = frame.split
+    return list(present), list(present.values()), fixed
+
+
+def assign_splits(ids: list[str], present: list[set[int]], classes: tuple[str, ...], fixed: dict[str, str],
+                  args: argparse.Namespace) -> dict[str, str]:
+    """Fixed splits kept; the other frames split train / val / test, stratified on class presence."""
+    free = [i for i in ids if i not in fixed]
+    rows = [p for i, p in zip(ids, present) if i not in fixed]
+    splits = stratified_split(free, presence_matrix(rows, len(classes)), args.val, args.test, args.seed) if free else {}
+    return {**splits, **fixed}
+
+
 def run(args: argparse.Namespace) -> int:
-    check_arguments(args)
+    fmt = check_arguments(args)
+    source = args.annotations if fmt.source == "--annotations" else args.masks_dir
     out = args.out
-    in_place = args.masks_dir is not None and (out is None or _overlap(out, args.masks_dir) == "is")
+    in_place = fmt.name == "masks" and (out is None or _overlap(out, args.masks_dir) == "is")
+    target = args.masks_dir / "split.csv" if in_place else out
+    remove_stale_temporaries(target)
     if not in_place:
-        inputs = {"annotation file": args.annotations, "image folder": args.images, "mask folder": args.masks_dir}
+        kind = "annotation file" if args.annotations is not None and args.annotations.is_file() else "annotation folder"
+        inputs = {kind: args.annotations, "image folder": args.images, "mask folder": args.masks_dir}
         check_out(out, {what: path for what, path in inputs.items() if path is not None}, args.overwrite)
-    problems: list[str] = []
-    if in_place:
-        ids, present, classes = resplit_masks(args.masks_dir)
-        splits = stratified_split(ids, presence_matrix(present, len(classes)), args.val, args.test, args.seed)
-        write_split(args.masks_dir / "split.csv", splits)
-        target = args.masks_dir
-    else:
-        with replace_dir(out) as tmp:
-            if args.annotations is not None:
-                ids, present, problems = convert_seed(args.annotations, args.images, tmp, args.strict)
-                classes = SPINE_CLASSES
-            else:
-                ids, present, classes = resplit_masks(args.masks_dir)
-                for sub in ("images", "masks"):
-                    shutil.copytree(args.masks_dir / sub, tmp / sub)
-                write_classes(tmp, classes)
+    options = SourceOptions(args.annotations, args.images, args.masks_dir, args.classes, args.line_width)
+    problems = ProblemLog(strict=args.strict)
+    with sigterm_stops():
+        imported = read_source(fmt, options, problems)
+        if in_place:
+            ids, present, fixed = collect(imported, None, problems)
             if not ids:
-                raise DataError(f"{args.annotations or args.masks_dir}: no usable frames")
-            splits = stratified_split(ids, presence_matrix(present, len(classes)), args.val, args.test, args.seed)
-            write_split(tmp / "split.csv", splits)
-        target = out
+                raise DataError(f"{source}: no usable frames")
+            write_split(target, assign_splits(ids, present, imported.classes, fixed, args))
+            target = args.masks_dir
+        else:
+            with replace_dir(out) as tmp:
+                (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+                ids, present, fixed = collect(imported, tmp, problems)
+                if not ids:
+                    raise DataError(f"{source}: no usable frames")
+                write_classes(tmp, imported.classes)
+                write_split(tmp / "split.csv", assign_splits(ids, present, imported.classes, fixed, args))
+                (tmp / OWNER_FILE).unlink()
     folder = open_mask_folder(target)
     print(f"wrote {target}: {len(folder.splits)} frames, classes {list(folder.classes)}")
     for line in class_balance(folder):
         print("  " + line)
-    if problems:
-        print(f"skipped {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'} (see warnings above)")
-        return 1
-    return 0
+    for line in problems.summary():
+        print(line)
+    return 1 if problems.total else 0
 
 
 main = alias_main("prepare")

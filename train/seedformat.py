@@ -20,6 +20,7 @@ from usseg.runtime.contract import SPINE_CLASSES
 
 from .io import DataError, read_grey8
 from .maskfolder import id_problem
+from .problems import EntryError, ProblemLog
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +78,32 @@ def check_key(key: str, where: str) -> None:
     """A key names image files (images/<key>.png): it must be a plain file name."""
     problem = id_problem(key)
     if problem is not None:
-        raise DataError(f"{where}: not a plain file name ({problem}); keys are image names such as 'Image_97'")
+        raise EntryError(f"{where}: not a plain file name ({problem}); keys are image names such as 'Image_97'",
+                         "name")
 
 
 def parse_shapes(entries: Any, where: str) -> list[Shape]:
     """Validate one key's list of shapes; ``where`` names the file and key in errors."""
     if not isinstance(entries, list):
-        raise DataError(f"{where}: expected a list of [label, shape, points], got {type(entries).__name__}")
+        raise EntryError(f"{where}: expected a list of [label, shape, points], got {type(entries).__name__}", "form")
     shapes = []
     for n, entry in enumerate(entries):
         at = f"{where}[{n}]"
         if not isinstance(entry, list) or len(entry) != 3:
-            raise DataError(f"{at}: expected [label, shape, [[x1, y1], [x2, y2]]], got {entry!r}")
+            raise EntryError(f"{at}: expected [label, shape, [[x1, y1], [x2, y2]]], got {entry!r:.200}", "form")
         label, kind, points = entry
         if not isinstance(label, str) or label not in LABELS:
-            raise DataError(f"{at}: unknown label {label!r}; valid labels are {sorted(LABELS)}")
+            raise EntryError(f"{at}: unknown label {label!r:.100}; valid labels are {sorted(LABELS)}", "label")
         if kind not in SHAPES:
-            raise DataError(f"{at}: unknown shape {kind!r}; valid shapes are {list(SHAPES)}")
+            raise EntryError(f"{at}: unknown shape {kind!r:.100}; valid shapes are {list(SHAPES)}", "shape")
         if not isinstance(points, list) or len(points) != 2:
             count = len(points) if isinstance(points, list) else "no"
-            raise DataError(f"{at}: a {kind} needs exactly 2 points, got {count}")
+            raise EntryError(f"{at}: a {kind} needs exactly 2 points, got {count}", "points")
         pts = []
         for p in points:
             if (not isinstance(p, list) or len(p) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in p)):
-                raise DataError(f"{at}: each point must be [x, y] integers, got {p!r}")
+                raise EntryError(f"{at}: each point must be [x, y] integers, got {p!r:.100}", "points")
             pts.append((p[0], p[1]))
         shapes.append(Shape(label, kind, pts[0], pts[1]))
     return shapes
@@ -111,7 +113,7 @@ def check_inside(shapes: list[Shape], height: int, width: int, where: str) -> No
     for n, s in enumerate(shapes):
         for x, y in (s.p1, s.p2):
             if not (0 <= x < width and 0 <= y < height):
-                raise DataError(f"{where}[{n}]: point ({x}, {y}) is outside the {width}x{height} image")
+                raise EntryError(f"{where}[{n}]: point ({x}, {y}) is outside the {width}x{height} image", "outside")
 
 
 def draw_mask(shapes: list[Shape], height: int, width: int) -> np.ndarray:
@@ -131,17 +133,27 @@ def find_image(images_dir: Path, key: str) -> Path:
         for candidate in (images_dir / f"{key}{suffix}", images_dir / f"{key}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
-    raise DataError(f"{images_dir}: no image for key {key!r} (looked for {key}{{{','.join(IMAGE_SUFFIXES)}}})")
+    raise EntryError(f"{images_dir}: no image for key {key!r} (looked for {key}{{{','.join(IMAGE_SUFFIXES)}}})",
+                     "image")
 
 
-def iter_seed_dataset(annotations: str | Path, images_dir: str | Path, strict: bool = False,
-                      problems: list[str] | None = None) -> Iterator[SeedItem]:
+def read_image_entry(path: Path) -> np.ndarray:
+    """An annotated frame's image as 8-bit grey; a missing or unreadable one is a bad entry."""
+    try:
+        return read_grey8(path)
+    except DataError as exc:
+        raise EntryError(str(exc), "image") from None
+
+
+def iter_seed_dataset(annotations: str | Path, images_dir: str | Path,
+                      problems: ProblemLog | None = None) -> Iterator[SeedItem]:
     """Yield one SeedItem per usable key.
 
-    A bad entry raises DataError when ``strict``; otherwise it is logged, appended to ``problems``
-    and skipped.
+    A bad entry goes to ``problems`` (which raises it under --strict, else logs, counts and skips
+    it); without a problem log the first bad entry raises.
     """
     annotations, images_dir = Path(annotations), Path(images_dir)
+    problems = problems if problems is not None else ProblemLog(strict=True)
     data = load_annotations(annotations)
     duplicates = set(getattr(data, "duplicates", ()))
     for key in sorted(data):
@@ -149,16 +161,13 @@ def iter_seed_dataset(annotations: str | Path, images_dir: str | Path, strict: b
         try:
             check_key(key, where)
             if key in duplicates:
-                raise DataError(f"{where}: appears more than once in the file; which entry is meant is unclear")
+                raise EntryError(f"{where}: appears more than once in the file; which entry is meant is unclear",
+                                 "duplicate")
             shapes = parse_shapes(data[key], where)
             image_path = find_image(images_dir, key)
-            image = read_grey8(image_path)
+            image = read_image_entry(image_path)
             check_inside(shapes, image.shape[0], image.shape[1], where)
-        except DataError as exc:
-            if strict:
-                raise
-            log.warning("skipped: %s", exc)
-            if problems is not None:
-                problems.append(str(exc))
+        except EntryError as exc:
+            problems.report(exc)
             continue
         yield SeedItem(key, image_path, image, draw_mask(shapes, *image.shape))
