@@ -30,6 +30,15 @@ class Format:
 FORMATS: tuple[Format, ...] = (
     Format("seed", "seed", "--annotations", "file", "required",
            "the seed's annotations.json (label, line | rect, two points) + an image folder"),
+    Format("coco", "coco", "--annotations", "file", "required",
+           "COCO instance or semantic JSON: polygons and RLE masks, category names as classes"),
+    Format("cvat", "cvat", "--annotations", "file or folder", "optional",
+           "CVAT for images 1.1 XML (polygons, polylines, boxes, ellipses, masks) or CVAT's "
+           "Segmentation mask 1.1 export folder (labelmap.txt, SegmentationClass/)"),
+    Format("labelme", "labelme", "--annotations", "folder", "optional",
+           "a folder of LabelMe JSON files (polygons, rectangles, circles, lines, line strips, masks)"),
+    Format("nnunet", "nnunet", "--annotations", "folder", "unused",
+           "an nnU-Net v2 raw data set folder (dataset.json, imagesTr/labelsTr, imagesTs; PNG or NIfTI)"),
     Format("masks", "masks", "--masks-dir", "folder", "unused",
            "a mask folder (images/, masks/, classes.json), copied or re-split in place"),
 )

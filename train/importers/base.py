@@ -3,6 +3,7 @@ checks that stand between an annotation file and a file path or an OpenCV call."
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -15,6 +16,7 @@ from usseg.runtime.contract import CLASS_NAME
 from ..io import DataError
 from ..maskfolder import id_problem
 from ..problems import EntryError
+from ..seedformat import read_image_entry
 
 MAX_CLASSES = 255  # masks are 8-bit, background included
 MAX_SHAPE_POINTS = 100_000  # one polygon or line; more is not a hand-drawn annotation
@@ -149,3 +151,32 @@ def whole(value: Any, where: str, field: str, low: int, high: int) -> int:
     if not low <= out <= high:
         raise EntryError(f"{where}: {field} {out} is outside [{low}, {high}]", "form")
     return out
+
+
+def load_json(path: Path, entry: bool = False) -> Any:
+    """A JSON file of the source; an empty or malformed one raises DataError naming it (an
+    EntryError when ``entry``: one bad frame of a source made of many files)."""
+    error = EntryError if entry else DataError
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise error(f"{path}: empty file")
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # bad JSON, bad text encoding, an integer of thousands of digits
+        raise error(f"{path}: malformed JSON ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise error(f"{path}: malformed JSON (nested too deeply)") from None
+
+
+def read_frame_image(path: Path, where: str, size: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """A frame's image as 8-bit grey (the runtime's rule); missing, unreadable, or of another size
+    than the annotation file declares (``size``: height, width): a bad entry."""
+    image = read_image_entry(path)
+    height, width = size
+    if (height is not None and height != image.shape[0]) or (width is not None and width != image.shape[1]):
+        raise EntryError(f"{where}: declares {width}x{height} but {path} is {image.shape[1]}x{image.shape[0]}",
+                         "size")
+    return image
