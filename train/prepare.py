@@ -28,11 +28,12 @@ from usseg.runtime.cli import add_out_option, alias_main
 from usseg.runtime.errors import UsageError, UssegError
 from usseg.runtime.fileio import TMP_MARK, replace_dir
 
+from .groups import compile_pattern, frame_groups
 from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
 from .io import DataError
 from .maskfolder import SPLITS, MaskFolder, open_mask_folder, write_classes, write_item, write_split
 from .problems import EntryError, ProblemLog
-from .splits import presence_matrix, stratified_split
+from .splits import grouped_split, presence_matrix, stratified_split
 
 log = logging.getLogger("usseg.prepare")
 
@@ -109,6 +110,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
     p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    together = p.add_mutually_exclusive_group()
+    together.add_argument("--groups", type=Path, metavar="FILE.csv",
+                          help="id,group per frame (a patient, a sweep): every group lands on one side of the split")
+    together.add_argument("--group-pattern", metavar="REGEX",
+                          help="the group from each id (file stem): the first capture group, or the whole match")
     p.add_argument("--strict", action="store_true", help="stop at the first bad entry instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
@@ -151,7 +157,10 @@ def check_arguments(args: argparse.Namespace) -> Format:
             raise UsageError(f"{name} {value}: must be a fraction in [0, 1)")
     if not args.val + args.test < 1:
         raise UsageError(f"--val {args.val} and --test {args.test}: must sum to less than 1 (training needs frames)")
-    for name, path, kind in ((fmt.source, given, fmt.source_kind), ("--images", args.images, "folder")):
+    if args.group_pattern is not None:
+        compile_pattern(args.group_pattern)
+    for name, path, kind in ((fmt.source, given, fmt.source_kind), ("--images", args.images, "folder"),
+                             ("--groups", args.groups, "file")):
         if path is not None and not _is(path, kind):
             raise UsageError(f"{name} {path}: " + (f"not a {kind}" if path.exists() else f"{kind} not found"))
     return fmt
@@ -266,12 +275,36 @@ def collect(imported: Imported, tmp: Path | None, problems: ProblemLog
 
 
 def assign_splits(ids: list[str], present: list[set[int]], classes: tuple[str, ...], fixed: dict[str, str],
-                  args: argparse.Namespace) -> dict[str, str]:
-    """Fixed splits kept; the other frames split train / val / test, stratified on class presence."""
+                  args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str] | None]:
+    """Fixed splits kept; the other frames split train / val / test, stratified on class presence,
+    with each group on one side when groups are given (a group with a fixed frame follows it).
+    Returns the splits and each id's group (None without groups)."""
+    groups = None
+    if args.groups is not None or args.group_pattern is not None:
+        groups = dict(zip(ids, frame_groups(ids, args.groups, args.group_pattern)))
+        held = {groups[i]: split for i, split in fixed.items()}
+        fixed = {**fixed, **{i: held[g] for i, g in groups.items() if g in held}}
     free = [i for i in ids if i not in fixed]
-    rows = [p for i, p in zip(ids, present) if i not in fixed]
-    splits = stratified_split(free, presence_matrix(rows, len(classes)), args.val, args.test, args.seed) if free else {}
-    return {**splits, **fixed}
+    presence = presence_matrix([p for i, p in zip(ids, present) if i not in fixed], len(classes))
+    try:
+        if not free:
+            splits = {}
+        elif groups is not None:
+            splits = grouped_split(free, presence, [groups[i] for i in free], args.val, args.test, args.seed)
+        else:
+            splits = stratified_split(free, presence, args.val, args.test, args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return {**splits, **fixed}, groups
+
+
+def group_report(splits: dict[str, str], groups: dict[str, str]) -> str:
+    """How many groups and frames each side has."""
+    parts = []
+    for split in SPLITS:
+        ids = [i for i, s in splits.items() if s == split]
+        parts.append(f"{split} {len({groups[i] for i in ids})} groups, {len(ids)} frames")
+    return f"groups ({len(set(groups.values()))}), each on one side: " + " | ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
     remove_stale_temporaries(target)
     if not in_place:
         kind = "annotation file" if args.annotations is not None and args.annotations.is_file() else "annotation folder"
-        inputs = {kind: args.annotations, "image folder": args.images, "mask folder": args.masks_dir}
+        inputs = {kind: args.annotations, "image folder": args.images, "mask folder": args.masks_dir,
+                  "group file": args.groups}
         check_out(out, {what: path for what, path in inputs.items() if path is not None}, args.overwrite)
     options = SourceOptions(args.annotations, args.images, args.masks_dir, args.classes, args.line_width)
     problems = ProblemLog(strict=args.strict)
@@ -293,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
             ids, present, fixed = collect(imported, None, problems)
             if not ids:
                 raise DataError(f"{source}: no usable frames")
-            write_split(target, assign_splits(ids, present, imported.classes, fixed, args))
+            splits, groups = assign_splits(ids, present, imported.classes, fixed, args)
+            write_split(target, splits)
             target = args.masks_dir
         else:
             with replace_dir(out) as tmp:
@@ -302,12 +337,15 @@ def run(args: argparse.Namespace) -> int:
                 if not ids:
                     raise DataError(f"{source}: no usable frames")
                 write_classes(tmp, imported.classes)
-                write_split(tmp / "split.csv", assign_splits(ids, present, imported.classes, fixed, args))
+                splits, groups = assign_splits(ids, present, imported.classes, fixed, args)
+                write_split(tmp / "split.csv", splits)
                 (tmp / OWNER_FILE).unlink()
     folder = open_mask_folder(target)
     print(f"wrote {target}: {len(folder.splits)} frames, classes {list(folder.classes)}")
     for line in class_balance(folder):
         print("  " + line)
+    if groups is not None:
+        print("  " + group_report(splits, groups))
     for line in problems.summary():
         print(line)
     return 1 if problems.total else 0

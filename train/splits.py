@@ -1,10 +1,14 @@
-"""Train / val / test splits, multilabel-stratified on class presence (iterstrat).
+"""Train / val / test splits, multilabel-stratified on class presence (iterstrat), or with groups
+(patients, sweeps) kept on one side (scikit-learn's StratifiedGroupKFold).
 
 The presence vector of a frame is [class 1 present, ..., class N-1 present, nothing present], so
 frames without any structure are spread over the parts as evenly as the others.
 """
 
 from __future__ import annotations
+
+import itertools
+import warnings
 
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
@@ -47,3 +51,58 @@ def stratified_split(ids: list[str], presence: np.ndarray, val: float = 0.1, tes
     out.update({ids[i]: "val" for i in val_idx})
     out.update({ids[i]: "test" for i in test_idx})
     return out
+
+
+MAX_GROUP_FOLDS = 20  # the split's step with groups: 1/20 of the groups (fewer groups: one group)
+
+
+def _pattern_labels(presence: np.ndarray) -> np.ndarray:
+    """One label per frame for a single-label stratifier: its class-presence pattern."""
+    _, labels = np.unique(presence, axis=0, return_inverse=True)
+    return labels.ravel()
+
+
+def grouped_split(ids: list[str], presence: np.ndarray, groups: list[str], val: float = 0.1, test: float = 0.2,
+                  seed: int = 42) -> dict[str, str]:
+    """Assign each id to train / val / test with every group (a patient, a sweep) on one side.
+
+    The groups are dealt into k = min(20, groups) folds by scikit-learn's StratifiedGroupKFold,
+    stratified on each frame's class-presence pattern as far as whole groups allow; test takes the
+    round(test * k) folds (at least one when asked for) whose frames come closest to the test
+    fraction, val likewise from the others, train the rest. Deterministic for a seed and the same
+    ids, whatever their order.
+
+    Raises:
+        ValueError: too few groups to give each asked-for part a group and keep one for training.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to < 1")
+    order = np.argsort(np.asarray(ids, dtype=object))
+    ids = [ids[i] for i in order]
+    presence, groups = presence[order], [groups[i] for i in order]
+    k = min(MAX_GROUP_FOLDS, len(set(groups)))
+    n_test = max(int(round(test * k)), int(test > 0))
+    n_val = max(int(round(val * k)), int(val > 0))
+    if n_test + n_val >= k:
+        raise ValueError(f"{len(set(groups))} groups cannot give val and test a group each and keep one for training; "
+                         f"give more groups, or --val 0 / --test 0")
+    fold = np.zeros(len(ids), np.int64)
+    if n_test + n_val:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits": expected
+            warnings.simplefilter("ignore", UserWarning)
+            for f, (_, held) in enumerate(splitter.split(np.zeros(len(ids)), _pattern_labels(presence), groups)):
+                fold[held] = f
+    sizes = np.bincount(fold, minlength=k)
+    test_folds = _closest_folds(sizes, range(k), n_test, test * len(ids))
+    val_folds = _closest_folds(sizes, [f for f in range(k) if f not in test_folds], n_val, val * len(ids))
+    parts = np.where(np.isin(fold, test_folds), 2, np.where(np.isin(fold, val_folds), 1, 0))
+    return {item_id: ("train", "val", "test")[p] for item_id, p in zip(ids, parts)}
+
+
+def _closest_folds(sizes: np.ndarray, folds, count: int, target: float) -> list[int]:
+    """The ``count`` folds whose frames add up closest to ``target`` (groups make folds unequal)."""
+    best = min(itertools.combinations(folds, count), key=lambda c: abs(sizes[list(c)].sum() - target))
+    return list(best)
