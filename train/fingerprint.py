@@ -8,6 +8,11 @@ grey-level statistics (over all pixels, per frame and per class), the pixel shar
 each class's objects (8-connected components: count per frame, area, longest bounding-box side,
 thickness = twice the largest inscribed radius), frames without any structure, and the pixel
 spacing when the user gives it. Sizes are in pixels of the original frames.
+
+One check looks at the test split: val and test frames that are near-duplicates of train frames
+(``usseg.train.leakage``: their count and the closest pairs, under ``leakage``). For it the test
+images are read as thumbnails; the test masks are never read and nothing of the test split
+enters the plan.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from .io import DataError, read_image, write_json
+from .io import DataError, read_grey8, read_image, write_json
+from .leakage import near_duplicates, thumbnail
 from .maskfolder import MaskFolder
 
 FINGERPRINT_VERSION = 1
@@ -77,6 +83,7 @@ class Fingerprint:
     class_stats: tuple[ClassStats, ...]
     spacing_mm: float | None = None
     spacing_source: str = "unknown"
+    leakage: dict[str, Any] | None = None  # near-duplicates of train frames in val / test (leakage.Leakage)
     version: int = FINGERPRINT_VERSION
     measured_splits: tuple[str, ...] = field(default=MEASURED_SPLITS)
 
@@ -156,8 +163,10 @@ def measure(folder: MaskFolder, spacing_mm: float | None = None, splits: tuple[s
     empty = 0
     rng = np.random.default_rng(seed)
     per_frame_samples = max(1, MAX_INTENSITY_SAMPLES // len(ids))
+    thumbs = {}
     for item_id in ids:
         image, mask = folder.load(item_id)
+        thumbs[item_id] = thumbnail(image)
         sizes[image.shape] += 1
         stored[_stored(folder.image_path(item_id))] += 1
         grey = image.astype(np.float64)
@@ -179,6 +188,9 @@ def measure(folder: MaskFolder, spacing_mm: float | None = None, splits: tuple[s
             stats["area"].extend(areas)
             stats["extent"].extend(extents)
             stats["thick"].extend(thick)
+    for item_id in folder.ids("test") if "train" in splits else ():
+        thumbs[item_id] = thumbnail(read_grey8(folder.image_path(item_id)))  # the image only, for the check
+    leakage = near_duplicates(thumbs, folder.splits) if "train" in splits else None
     pixels = np.concatenate(samples).astype(np.float64)
     heights = np.repeat([s[0] for s in sizes], list(sizes.values()))
     widths = np.repeat([s[1] for s in sizes], list(sizes.values()))
@@ -202,7 +214,7 @@ def measure(folder: MaskFolder, spacing_mm: float | None = None, splits: tuple[s
                    "p0_5": float(np.percentile(pixels, 0.5)), "p50": float(np.percentile(pixels, 50)),
                    "p99_5": float(np.percentile(pixels, 99.5))},
         frame_mean=_pcts(frame_means), frame_std=_pcts(frame_stds), empty_frames=empty,
-        class_stats=class_stats, spacing_mm=spacing_mm,
+        class_stats=class_stats, spacing_mm=spacing_mm, leakage=leakage.to_dict() if leakage else None,
         spacing_source="given" if spacing_mm is not None else "unknown", measured_splits=tuple(splits))
 
 

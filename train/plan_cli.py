@@ -2,7 +2,8 @@
 
     usseg plan --data DIR [--out DIR] [--device auto|cpu|cuda] [--spacing MM]
 
-Writes fingerprint.json (measured facts of the train and val frames; the test split is not read)
+Writes fingerprint.json (measured facts of the train and val frames; of the test split only the
+images are read, for the near-duplicate check)
 and plan.json (a TrainConfig file with a line of reason per decision) into the data folder, or
 into --out. Edit the plan if you like, then train from it:
 
@@ -27,6 +28,7 @@ from usseg.runtime.provenance import usable_cores
 from .config import DEVICES
 from .fingerprint import Fingerprint, measure, write_fingerprint
 from .io import DataError, write_json
+from .leakage import Leakage
 from .maskfolder import open_mask_folder
 from .plan import Device, Plan, make_plan
 
@@ -67,9 +69,14 @@ def plan_data(data: Path, device: str = "auto", spacing: float | None = None) ->
     fp = measure(folder, spacing)
     facts = detect_device(device)
     plan = make_plan(fp, facts)
-    log.info("fingerprint of %s: %d train / %d val frames measured (test not read), median %dx%d, classes %s",
+    log.info("fingerprint of %s: %d train / %d val frames measured (test masks not read), median %dx%d, classes %s",
              data, fp.frames["train"], fp.frames["val"], fp.median_height, fp.median_width,
              ", ".join(f"{c.name} {c.pixel_share:.2%}" for c in fp.class_stats))
+    if fp.leakage is not None:
+        leakage = Leakage(**fp.leakage)
+        log.info("%s", leakage.summary())
+        if leakage.warning():
+            log.warning("%s", leakage.warning())
     return fp, plan
 
 

@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,7 @@ from usseg.runtime.fileio import TMP_MARK, replace_dir
 from .groups import compile_pattern, frame_groups
 from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
 from .io import DataError
+from .leakage import near_duplicates, thumbnail
 from .maskfolder import SPLITS, MaskFolder, open_mask_folder, write_classes, write_item, write_split
 from .problems import EntryError, ProblemLog
 from .splits import grouped_split, presence_matrix, stratified_split
@@ -247,19 +249,32 @@ def remove_stale_temporaries(target: Path) -> None:
 
 
 # -- reading the source ------------------------------------------------------------------------------------
-def collect(imported: Imported, tmp: Path | None, problems: ProblemLog
-            ) -> tuple[list[str], list[set[int]], dict[str, str]]:
-    """Write each frame into ``tmp`` (None: only read them); returns the ids, the classes present in
-    each, and the splits the source fixes. A key given twice is a bad entry, both frames dropped."""
-    present: dict[str, set[int]] = {}
-    fixed: dict[str, str] = {}
+@dataclass
+class Collected:
+    """What prepare keeps of each frame it wrote: the classes present, a thumbnail for the leakage
+    check, and the split the source fixes (if any)."""
+
+    present: dict[str, set[int]] = field(default_factory=dict)
+    thumbs: dict[str, np.ndarray] = field(default_factory=dict)
+    fixed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.present)
+
+
+def collect(imported: Imported, tmp: Path | None, problems: ProblemLog) -> Collected:
+    """Write each frame into ``tmp`` (None: only read them). A key given twice is a bad entry,
+    both frames dropped."""
+    got = Collected()
+    present, fixed = got.present, got.fixed
     dropped: set[str] = set()
     for frame in imported.frames:
         if frame.key in present or frame.key in dropped:
             problems.report(EntryError(f"id {frame.key!r}: given by two frames of the source; which one is meant "
                                        f"is unclear", "duplicate"))
             if frame.key in present:
-                del present[frame.key]
+                del present[frame.key], got.thumbs[frame.key]
                 fixed.pop(frame.key, None)
                 dropped.add(frame.key)
                 if tmp is not None:
@@ -269,16 +284,18 @@ def collect(imported: Imported, tmp: Path | None, problems: ProblemLog
         if tmp is not None:
             write_item(tmp, frame.key, frame.image, frame.mask)
         present[frame.key] = set(np.unique(frame.mask).tolist())
+        got.thumbs[frame.key] = thumbnail(frame.image)
         if frame.split is not None:
             fixed[frame.key] = frame.split
-    return list(present), list(present.values()), fixed
+    return got
 
 
-def assign_splits(ids: list[str], present: list[set[int]], classes: tuple[str, ...], fixed: dict[str, str],
-                  args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str] | None]:
+def assign_splits(got: Collected, classes: tuple[str, ...], args: argparse.Namespace
+                  ) -> tuple[dict[str, str], dict[str, str] | None]:
     """Fixed splits kept; the other frames split train / val / test, stratified on class presence,
     with each group on one side when groups are given (a group with a fixed frame follows it).
     Returns the splits and each id's group (None without groups)."""
+    ids, present, fixed = got.ids, list(got.present.values()), got.fixed
     groups = None
     if args.groups is not None or args.group_pattern is not None:
         groups = dict(zip(ids, frame_groups(ids, args.groups, args.group_pattern)))
@@ -324,20 +341,20 @@ def run(args: argparse.Namespace) -> int:
     with sigterm_stops():
         imported = read_source(fmt, options, problems)
         if in_place:
-            ids, present, fixed = collect(imported, None, problems)
-            if not ids:
+            got = collect(imported, None, problems)
+            if not got.ids:
                 raise DataError(f"{source}: no usable frames")
-            splits, groups = assign_splits(ids, present, imported.classes, fixed, args)
+            splits, groups = assign_splits(got, imported.classes, args)
             write_split(target, splits)
             target = args.masks_dir
         else:
             with replace_dir(out) as tmp:
                 (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
-                ids, present, fixed = collect(imported, tmp, problems)
-                if not ids:
+                got = collect(imported, tmp, problems)
+                if not got.ids:
                     raise DataError(f"{source}: no usable frames")
                 write_classes(tmp, imported.classes)
-                splits, groups = assign_splits(ids, present, imported.classes, fixed, args)
+                splits, groups = assign_splits(got, imported.classes, args)
                 write_split(tmp / "split.csv", splits)
                 (tmp / OWNER_FILE).unlink()
     folder = open_mask_folder(target)
@@ -346,6 +363,10 @@ def run(args: argparse.Namespace) -> int:
         print("  " + line)
     if groups is not None:
         print("  " + group_report(splits, groups))
+    leakage = near_duplicates(got.thumbs, splits)
+    print("  " + leakage.summary())
+    if leakage.warning():
+        log.warning("%s", leakage.warning())
     for line in problems.summary():
         print(line)
     return 1 if problems.total else 0
