@@ -42,6 +42,7 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("synth", "usseg.train.phantom_cli", "write the built-in synthetic spinal phantom (seed format)",
             "usseg-synth"),
+    Command("extract", "usseg.runtime.extract", "frames of a video, camera or DICOM cine as PNG files to label"),
     Command("prepare", "usseg.train.prepare", "annotations + images, or a mask folder -> a split mask folder",
             "usseg-prepare"),
     Command("plan", "usseg.train.plan_cli", "fingerprint a mask folder and plan its training, with reasons"),

@@ -10,7 +10,7 @@ import pytest
 from usseg.runtime import cli
 from usseg.runtime.errors import UssegError
 
-PIPELINE = ["synth", "prepare", "plan", "train", "evaluate", "export", "predict", "stream", "bench", "demo"]
+PIPELINE = ["synth", "extract", "prepare", "plan", "train", "evaluate", "export", "predict", "stream", "bench", "demo"]
 
 
 def test_help_lists_the_pipeline_in_order(capsys):

@@ -16,18 +16,16 @@ import argparse
 import logging
 import math
 import os
-import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from usseg.runtime.cli import add_out_option, alias_main
-from usseg.runtime.errors import UsageError, UssegError
+from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import TMP_MARK, replace_dir
+from usseg.runtime.outfolder import check_out, overlap
+from usseg.runtime.signals import sigterm_raises
 
 from .groups import compile_pattern, frame_groups
 from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
@@ -40,30 +38,6 @@ from .splits import grouped_split, presence_matrix, stratified_split
 log = logging.getLogger("usseg.prepare")
 
 OWNER_FILE = ".usseg-owner"  # in a temporary output folder: the pid of the run writing it
-
-
-class Stopped(UssegError):
-    """The run was stopped by SIGTERM (a service manager, ``kill``); nothing was written."""
-
-    exit_code = 143  # 128 + SIGTERM, as a shell reports it
-
-
-@contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """SIGTERM raises :class:`Stopped` in the main thread, so that temporaries are removed on the
-    way out (the default action ends the process where it stands)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):  # noqa: ARG001 (signal handler signature)
-        raise Stopped("stopped by SIGTERM; nothing was written and the temporary files were removed")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def class_balance(folder: MaskFolder) -> list[str]:
@@ -166,42 +140,6 @@ def check_arguments(args: argparse.Namespace) -> Format:
         if path is not None and not _is(path, kind):
             raise UsageError(f"{name} {path}: " + (f"not a {kind}" if path.exists() else f"{kind} not found"))
     return fmt
-
-
-def _overlap(out: Path, source: Path) -> str | None:
-    """How ``out`` overlaps ``source`` (None when they are apart); both taken with links resolved."""
-    o, s = Path(os.path.realpath(out)), Path(os.path.realpath(source))
-    if o == s:
-        return "is"
-    if s.is_relative_to(o):
-        return "contains"
-    if o.is_relative_to(s) and s.is_dir():
-        return "is inside"
-    return None
-
-
-def check_out(out: Path, inputs: dict[str, Path], overwrite: bool,
-              own: tuple[str, ...] = ("classes.json", "split.csv"), what: str = "mask folder",
-              writer: str = "usseg prepare") -> None:
-    """Refuse an --out that would destroy an input or a folder this command did not write, before
-    anything is touched: replacing --out deletes what it holds. ``own`` are the files by which a
-    folder this command wrote is known."""
-    for name, source in inputs.items():
-        how = _overlap(out, source)
-        if how is not None:
-            raise UsageError(f"--out {out} {how} the {name} {source}; the output folder must lie apart from "
-                             f"the inputs, because it is replaced as a whole")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    if out.exists():
-        if not overwrite:
-            raise UsageError(f"--out {out}: already exists (pass --overwrite to replace it)")
-        if any(out.iterdir()) and not all((out / name).is_file() for name in own):
-            raise UsageError(f"--out {out}: exists and is not a {what} (no {' and '.join(own)}); "
-                             f"--overwrite replaces only a folder that {writer} wrote, or an empty one")
-    parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: cannot be created ({parent} is not a writable folder)")
 
 
 # -- temporaries a stopped run left behind ----------------------------------------------------------------
@@ -328,17 +266,18 @@ def run(args: argparse.Namespace) -> int:
     fmt = check_arguments(args)
     source = args.annotations if fmt.source == "--annotations" else args.masks_dir
     out = args.out
-    in_place = fmt.name == "masks" and (out is None or _overlap(out, args.masks_dir) == "is")
+    in_place = fmt.name == "masks" and (out is None or overlap(out, args.masks_dir) == "is")
     target = args.masks_dir / "split.csv" if in_place else out
     remove_stale_temporaries(target)
     if not in_place:
         kind = "annotation file" if args.annotations is not None and args.annotations.is_file() else "annotation folder"
         inputs = {kind: args.annotations, "image folder": args.images, "mask folder": args.masks_dir,
                   "group file": args.groups}
-        check_out(out, {what: path for what, path in inputs.items() if path is not None}, args.overwrite)
+        check_out(out, {what: path for what, path in inputs.items() if path is not None}, args.overwrite,
+                  own=("classes.json", "split.csv"), what="mask folder", writer="usseg prepare")
     options = SourceOptions(args.annotations, args.images, args.masks_dir, args.classes, args.line_width)
     problems = ProblemLog(strict=args.strict)
-    with sigterm_stops():
+    with sigterm_raises("stopped by SIGTERM; nothing was written and the temporary files were removed"):
         imported = read_source(fmt, options, problems)
         if in_place:
             got = collect(imported, None, problems)
