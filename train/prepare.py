@@ -16,6 +16,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def chosen_format(args: argparse.Namespace) -> Format:
 
 
 def _is(path: Path, kind: str) -> bool:
-    return {"file": path.is_file(), "folder": path.is_dir(), "file or folder": path.is_file() or path.is_dir()}[kind]
+    return path.is_file() if kind == "file" else path.is_dir() if kind == "folder" else path.exists()
 
 
 def check_arguments(args: argparse.Namespace) -> Format:
@@ -119,14 +120,13 @@ def check_arguments(args: argparse.Namespace) -> Format:
     if (args.masks_dir if other == "--masks-dir" else args.annotations) is not None:
         raise UsageError(f"{other} does not go with --from {fmt.name} (it reads {fmt.source})")
     if fmt.images == "required" and args.images is None:
-        raise UsageError(f"{fmt.source} needs --images" + ("" if fmt.name == "seed" else f" with --from {fmt.name}")
-                         + (" and --out" if args.out is None else ""))
+        raise UsageError(f"--from {fmt.name} needs --images (the folder of the annotated images)")
     if fmt.images == "unused" and args.images is not None:
         raise UsageError(f"--images goes with --annotations, not with --from {fmt.name}"
                          if fmt.name != "masks" else "--images goes with --annotations, not with --masks-dir")
     if fmt.name != "masks" and args.out is None:
         raise UsageError(f"{fmt.source} needs --out")
-    if args.line_width is not None and not 1 <= args.line_width <= 255:
+    if not 1 <= args.line_width <= 255:
         raise UsageError(f"--line-width {args.line_width}: must be 1 to 255 pixels")
     for name, value in (("--val", args.val), ("--test", args.test)):
         if not (math.isfinite(value) and 0 <= value < 1):
@@ -164,8 +164,6 @@ def remove_stale_temporaries(target: Path) -> None:
     """Remove what a killed run writing ``target`` left beside it: its temporary folder (unless the
     run that owns it is still going), a temporary file, or the previous folder set aside during the
     final swap (put back when ``target`` is gone, else removed)."""
-    import shutil
-
     if not target.parent.is_dir():
         return
     prefix = f".{target.name}."

@@ -115,7 +115,7 @@ def read(options: SourceOptions, problems: ProblemLog) -> Imported:
         for a, ann in by_image.get(img.get("id"), []):
             at = f"{where}: annotations[{a}]"
             cat = ann.get("category_id")
-            if cat not in categories:
+            if not isinstance(cat, int) or cat not in categories:
                 raise EntryError(f"{at}: category_id {cat!r:.40} is not one of the file's categories "
                                  f"{list(categories)[:20]}", "label")
             value = label_index(categories[cat], classes, at)
