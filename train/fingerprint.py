@@ -1,6 +1,6 @@
 """Data set fingerprint: measured facts about a mask folder, kept apart from the decisions (plan.py).
 
-    fp = measure(open_mask_folder(DIR))       # train and val frames only: test is never read
+    fp = measure(open_mask_folder(DIR))       # train and val frames; test: images for the leakage check only
     write_fingerprint(DIR / "fingerprint.json", fp)
 
 What is measured: frame sizes and aspect ratios, the images' stored bit depth and channels,
@@ -69,7 +69,7 @@ class Fingerprint:
     data: str
     data_id: str                       # MaskFolder.fingerprint(): ties a plan to its data
     classes: tuple[str, ...]
-    frames: dict[str, int]             # per split, test included (counted, never read)
+    frames: dict[str, int]             # per split, test included (counted; its masks never read)
     measured_frames: int
     sizes: list[dict[str, int]]        # [{"height", "width", "count"}], most frequent first
     median_height: float
