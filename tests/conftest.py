@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,19 @@ class OutsideRepositoryRead(RuntimeError):
 
 
 _BESIDE = str(ROOT.parent) + os.sep
-_INSIDE = str(ROOT) + os.sep
+
+
+def _allowed_roots() -> tuple[str, ...]:
+    """Where a test may read beside the repository: the repository itself, the interpreter and its
+    packages (a virtual environment next to the clone), the temporary folder and the user's caches
+    (Numba's, usseg's). Only a data set or another project beside the clone is refused."""
+    roots = [ROOT, sys.prefix, sys.base_prefix, sys.exec_prefix, tempfile.gettempdir(), *sys.path,
+             os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"]
+    roots += [os.environ[name] for name in ("NUMBA_CACHE_DIR", "USSEG_CACHE_DIR") if os.environ.get(name)]
+    return tuple(os.path.abspath(os.fspath(r)) + os.sep for r in roots if r)
+
+
+_INSIDE = _allowed_roots()
 _outside_reads: list[str] = []
 
 
