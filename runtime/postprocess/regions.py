@@ -68,13 +68,13 @@ def _label_clusters(tile_label, t0, t1, l0, l1, stack):
 
 
 @kernel
-def _cluster_boxes(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n, boxes, columns):
-    """Exact pixel box [top, bottom, left, right) of every cluster, from its tiles' pixels."""
+def _cluster_bounds(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n, bounds, columns):
+    """Exact pixel bounds [top, bottom, left, right) of every cluster, from its tiles' pixels."""
     for c in range(1, n + 1):
-        boxes[c, 0] = bottom
-        boxes[c, 1] = top
-        boxes[c, 2] = right
-        boxes[c, 3] = left
+        bounds[c, 0] = bottom
+        bounds[c, 1] = top
+        bounds[c, 2] = right
+        bounds[c, 3] = left
     for ti in range(t0, t1):
         i0, i1 = max(ti << _TILE_SHIFT, top), min((ti + 1) << _TILE_SHIFT, bottom)
         for tj in range(l0, l1):
@@ -91,32 +91,32 @@ def _cluster_boxes(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n
                     hit |= row[k]
                     tile_columns[k] |= row[k]
                 if hit:
-                    boxes[c, 0] = min(boxes[c, 0], i)
-                    boxes[c, 1] = max(boxes[c, 1], i + 1)
+                    bounds[c, 0] = min(bounds[c, 0], i)
+                    bounds[c, 1] = max(bounds[c, 1], i + 1)
             for k in range(j1 - j0):
                 if tile_columns[k]:
-                    boxes[c, 2] = min(boxes[c, 2], j0 + k)
+                    bounds[c, 2] = min(bounds[c, 2], j0 + k)
                     break
             for k in range(j1 - j0 - 1, -1, -1):
                 if tile_columns[k]:
-                    boxes[c, 3] = max(boxes[c, 3], j0 + k + 1)
+                    bounds[c, 3] = max(bounds[c, 3], j0 + k + 1)
                     break
 
 
 @kernel
 def _relevant_region(mask, top, bottom, left, right, spread, min_area, margin,
-                     tile_label, stack, boxes, keep, columns, region):
+                     tile_label, stack, bounds, keep, columns, region):
     """The part of the region [top, bottom) x [left, right) of ``mask`` whose contours can matter.
 
-    A cluster whose box, widened by ``spread`` pixels (how far the caller's morphology can grow a
+    A cluster whose bounds, widened by ``spread`` pixels (how far the caller's morphology can grow a
     shape), cannot hold a contour of area ``min_area`` or more is dropped, unless it lies within
-    ``margin`` pixels of a kept one. Writes the kept clusters' box grown by ``margin`` (clipped to
+    ``margin`` pixels of a kept one. Writes the kept clusters' bounds grown by ``margin`` (clipped to
     the frame) into ``region``; returns False when nothing is kept.
     """
     height, width = mask.shape
     t0, t1, l0, l1 = _mark_tiles(mask, top, bottom, left, right, tile_label, columns)
     n = _label_clusters(tile_label, t0, t1, l0, l1, stack)
-    _cluster_boxes(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n, boxes, columns)
+    _cluster_bounds(mask, top, bottom, left, right, tile_label, t0, t1, l0, l1, n, bounds, columns)
     region[0] = height
     region[1] = 0
     region[2] = width
@@ -124,15 +124,15 @@ def _relevant_region(mask, top, bottom, left, right, spread, min_area, margin,
     found = False
     for c in range(1, n + 1):
         # A contour through pixel centres inside a w x h box has area at most (w - 1)(h - 1).
-        w = boxes[c, 3] - boxes[c, 2] + 2 * spread
-        h = boxes[c, 1] - boxes[c, 0] + 2 * spread
+        w = bounds[c, 3] - bounds[c, 2] + 2 * spread
+        h = bounds[c, 1] - bounds[c, 0] + 2 * spread
         keep[c] = (w - 1) * (h - 1) >= min_area
         if keep[c]:
             found = True
-            region[0] = min(region[0], boxes[c, 0])
-            region[1] = max(region[1], boxes[c, 1])
-            region[2] = min(region[2], boxes[c, 2])
-            region[3] = max(region[3], boxes[c, 3])
+            region[0] = min(region[0], bounds[c, 0])
+            region[1] = max(region[1], bounds[c, 1])
+            region[2] = min(region[2], bounds[c, 2])
+            region[3] = max(region[3], bounds[c, 3])
     if not found:
         return False
     grown = True
@@ -141,13 +141,13 @@ def _relevant_region(mask, top, bottom, left, right, spread, min_area, margin,
         g0, g1 = max(region[0] - margin, 0), min(region[1] + margin, height)
         g2, g3 = max(region[2] - margin, 0), min(region[3] + margin, width)
         for c in range(1, n + 1):
-            if not keep[c] and boxes[c, 0] < g1 and boxes[c, 1] > g0 and boxes[c, 2] < g3 and boxes[c, 3] > g2:
+            if not keep[c] and bounds[c, 0] < g1 and bounds[c, 1] > g0 and bounds[c, 2] < g3 and bounds[c, 3] > g2:
                 keep[c] = True
                 grown = True
-                region[0] = min(region[0], boxes[c, 0])
-                region[1] = max(region[1], boxes[c, 1])
-                region[2] = min(region[2], boxes[c, 2])
-                region[3] = max(region[3], boxes[c, 3])
+                region[0] = min(region[0], bounds[c, 0])
+                region[1] = max(region[1], bounds[c, 1])
+                region[2] = min(region[2], bounds[c, 2])
+                region[3] = max(region[3], bounds[c, 3])
     region[0] = max(region[0] - margin, 0)
     region[1] = min(region[1] + margin, height)
     region[2] = max(region[2] - margin, 0)

@@ -26,7 +26,7 @@ from .hough import (
 )
 from .labelmap import EPI, LABEL_EPI, LABEL_MID, LABEL_VTB, MID, VTB, SpineGeometry, validate_labels
 from .regions import TILE, _relevant_region
-from .split import Box, _add_overlap, _is_empty, _split_classes
+from .split import Bounds, _add_overlap, _is_empty, _split_classes
 from .thinning import THINNING_TABLE, _thin_in_place
 
 MORPH_KERNEL = np.ones((3, 3), np.uint8)
@@ -50,22 +50,22 @@ class _Scratch:
         self.cells = np.empty(HOUGH_COS.shape[0], np.uint32)
         self.column_bits = np.empty(width, np.uint8)
         self.row_bits = np.empty(height, np.uint8)
-        self.boxes = np.zeros((3, 4), np.int64)
+        self.bounds = np.zeros((3, 4), np.int64)
         tiles = ((height + TILE - 1) // TILE, (width + TILE - 1) // TILE)
         self.tile_label = np.zeros(tiles, np.int32)
         self.stack = np.empty((tiles[0] * tiles[1], 2), np.int64)
-        self.cluster_boxes = np.empty((tiles[0] * tiles[1] + 1, 4), np.int64)
+        self.cluster_bounds = np.empty((tiles[0] * tiles[1] + 1, 4), np.int64)
         self.keep = np.empty(tiles[0] * tiles[1] + 1, np.bool_)
         self.tile_columns = np.empty(tiles[1] * TILE, np.uint8)  # TILE = 16: two words per tile
         self.region = np.empty(4, np.int64)
 
-    def relevant_region(self, mask: np.ndarray, box: Box, spread: int, min_area: float,
-                        margin: int) -> Box | None:
+    def relevant_region(self, mask: np.ndarray, bounds: Bounds, spread: int, min_area: float,
+                        margin: int) -> Bounds | None:
         """See _relevant_region; None when no cluster can matter."""
-        if _is_empty(box):
+        if _is_empty(bounds):
             return None
-        if not _relevant_region(mask, *box, spread, math.ceil(min_area), margin, self.tile_label,
-                                self.stack, self.cluster_boxes, self.keep, self.tile_columns,
+        if not _relevant_region(mask, *bounds, spread, math.ceil(min_area), margin, self.tile_label,
+                                self.stack, self.cluster_bounds, self.keep, self.tile_columns,
                                 self.region):
             return None
         return tuple(int(v) for v in self.region)
@@ -105,12 +105,12 @@ def _largest_contour(region: np.ndarray, offset: tuple[int, int], passes) -> np.
     return best
 
 
-def _line_of(mask: np.ndarray, box: Box, spec: PostprocessSpec, scratch: _Scratch) -> np.ndarray | None:
+def _line_of(mask: np.ndarray, bounds: Bounds, spec: PostprocessSpec, scratch: _Scratch) -> np.ndarray | None:
     """The seed's line for one class: end points of the longest Hough segment of the skeleton."""
     min_area = spec.min_line_area
     # A contour must exceed min_area; the bound on a contour's area is a whole number.
     spread = spec.morph_iterations * (MORPH_KERNEL.shape[0] // 2)  # how far the clean-up moves pixels
-    found = scratch.relevant_region(mask, box, spread, math.floor(min_area) + 1, 2 * spread + 2)
+    found = scratch.relevant_region(mask, bounds, spread, math.floor(min_area) + 1, 2 * spread + 2)
     if found is None:
         return None
     height, width = mask.shape
@@ -136,9 +136,9 @@ def _line_of(mask: np.ndarray, box: Box, spec: PostprocessSpec, scratch: _Scratc
     return segments[int(np.argmax(squared))].reshape(2, 2).astype(np.float64)
 
 
-def _box_of(mask: np.ndarray, box: Box, min_area: float, scratch: _Scratch) -> np.ndarray | None:
+def _box_of(mask: np.ndarray, bounds: Bounds, min_area: float, scratch: _Scratch) -> np.ndarray | None:
     """The seed's box: min-area rect corners of the largest external contour."""
-    found = scratch.relevant_region(mask, box, 0, min_area, 1)
+    found = scratch.relevant_region(mask, bounds, 0, min_area, 1)
     if found is None:
         return None
     top, bottom, left, right = found
@@ -168,27 +168,27 @@ def postprocess_spine(labels: np.ndarray, spec: PostprocessSpec = PostprocessSpe
     height, width = labels.shape
     masks = _output_masks((height, width), out)
     scratch = _scratch_for(height, width)
-    highest = _split_classes(labels, masks, scratch.boxes, scratch.column_bits, scratch.row_bits)
+    highest = _split_classes(labels, masks, scratch.bounds, scratch.column_bits, scratch.row_bits)
     if highest > LABEL_EPI:
         raise ValueError(f"labels: value {highest} is not a spine class (0 background, 1 MID, 2 VTB, 3 EPI)")
-    boxes = [tuple(int(v) for v in row) for row in scratch.boxes]
+    bounds = [tuple(int(v) for v in row) for row in scratch.bounds]
     kernel = np.ones((spec.gap_kernel, spec.gap_kernel), np.uint8)
     # Both fixes read the other class from the labels, i.e. from the original masks.
-    boxes[VTB] = _add_overlap(masks[VTB], boxes[VTB], labels, LABEL_MID, boxes[MID], kernel, spec.gap_iterations)
-    boxes[MID] = _add_overlap(masks[MID], boxes[MID], labels, LABEL_EPI, boxes[EPI], kernel, spec.gap_iterations)
+    bounds[VTB] = _add_overlap(masks[VTB], bounds[VTB], labels, LABEL_MID, bounds[MID], kernel, spec.gap_iterations)
+    bounds[MID] = _add_overlap(masks[MID], bounds[MID], labels, LABEL_EPI, bounds[EPI], kernel, spec.gap_iterations)
 
-    mid = _line_of(masks[MID], boxes[MID], spec, scratch)
+    mid = _line_of(masks[MID], bounds[MID], spec, scratch)
     if mid is None:
-        for plane, box in enumerate(boxes):
-            if not _is_empty(box):
-                masks[plane, box[0]:box[1], box[2]:box[3]] = 0
+        for plane, b in enumerate(bounds):
+            if not _is_empty(b):
+                masks[plane, b[0]:b[1], b[2]:b[3]] = 0
         return SpineGeometry(masks, None, None, None)
-    epi = _line_of(masks[EPI], boxes[EPI], spec, scratch)
-    vtb = _box_of(masks[VTB], boxes[VTB], spec.min_box_area, scratch)
+    epi = _line_of(masks[EPI], bounds[EPI], spec, scratch)
+    vtb = _box_of(masks[VTB], bounds[VTB], spec.min_box_area, scratch)
     return SpineGeometry(masks, mid, vtb, epi)
 
 
-def _nonzero_box(image: np.ndarray) -> Box | None:
+def _nonzero_bounds(image: np.ndarray) -> Bounds | None:
     x, y, w, h = cv2.boundingRect(image)
     return None if w == 0 else (y, y + h, x, x + w)
 
@@ -198,10 +198,10 @@ def skeletonize(mask: np.ndarray) -> np.ndarray:
     mask = validate_labels(mask, "mask")
     height, width = mask.shape
     skeleton = np.zeros((height, width), np.uint8)
-    box = _nonzero_box(mask)
-    if box is None:
+    bounds = _nonzero_bounds(mask)
+    if bounds is None:
         return skeleton
-    top, bottom, left, right = box
+    top, bottom, left, right = bounds
     padded = np.zeros((bottom - top + 2, right - left + 2), np.uint8)
     padded[1:-1, 1:-1] = mask[top:bottom, left:right] != 0
     scratch = _scratch_for(height, width)
@@ -217,10 +217,10 @@ def probabilistic_hough(image: np.ndarray, threshold: int = HOUGH_THRESHOLD,
     x1, y1, x2, y2, same segments in the same order; image is 2-D uint8, non-zero = set."""
     image = validate_labels(image, "image")
     height, width = image.shape
-    box = _nonzero_box(image)
-    if box is None:
+    bounds = _nonzero_bounds(image)
+    if bounds is None:
         return np.zeros((0, 4), np.int32)
-    top, bottom, left, right = box
+    top, bottom, left, right = bounds
     points = np.ascontiguousarray(image[top:bottom, left:right])
     points = (points != 0).astype(np.uint8)
     scratch = _scratch_for(height, width)
