@@ -16,6 +16,10 @@ rewritten after each one, so a run cut short still leaves what it did:
   fused      the fused CUDA kernels against OpenCV on phantom frames
   e2e        uint8 frame in host memory -> labels and geometry on the host, batch 1 and multi-frame:
              host preprocessing, in-graph, fused, and the seed-style pipeline on the same GPU
+  postprocess  the spine post-processing alone on the timed network's label maps, one core
+
+The report opens with one line per target of issue 30, met or not, with its figure ("-" where a
+section did not measure it) and the timed network's val Dice.
 
 docs/gpu-check.md gives the commands for the lent GPU machine (benchmarks/gpu_check.sh).
 """
@@ -60,6 +64,7 @@ SECTIONS = (
     Section("providers", sec.providers, 120, ("models",)),
     Section("fused", sec.fused, 120),
     Section("e2e", sec.e2e, 200, ("models",)),
+    Section("postprocess", sec.postprocess, 60, ("models",)),
 )
 BY_NAME = {s.name: s for s in SECTIONS}
 MIN_START_S = 15  # a section is not started with less of the budget left
@@ -162,6 +167,73 @@ def _data(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return doc["sections"].get(name, {}).get("data") or {}
 
 
+def _usseg_rows(doc: dict[str, Any], batched: bool) -> list[dict[str, Any]]:
+    return [r for r in _data(doc, "e2e").get("rows", []) if "median_ms" in r
+            and not r["pipeline"].startswith("seed-style") and (r["batch"] > 1) == batched]
+
+
+def target_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target of issue 30: its id, what it asks, the figure measured (None where no section
+    measured it), where the figure comes from, and whether it is met (None: not measured).
+
+    The batch-1 targets are read on the fastest usseg row at batch 1, the multi-frame target on the
+    one with the most frames/s; agreement with the host path on those two rows.
+    """
+    single = min(_usseg_rows(doc, False), key=lambda r: r["median_ms"], default=None)
+    multi = max(_usseg_rows(doc, True), key=lambda r: r["frames_per_s"], default=None)
+    timed = [r for r in (single, multi) if r is not None]
+    agreement = [r.get("labels_equal_to_host_min") for r in timed]
+    geometry = [r.get("geometry_equal_to_host") for r in timed]
+    post, nlm = _data(doc, "postprocess"), _data(doc, "fused").get("nlm") or {}
+
+    def row(key: str, target: str, figure: float | None, shown: str, where: str, met: bool | None) -> dict[str, Any]:
+        return {"id": key, "target": target, "figure": figure, "shown": shown if figure is not None else "-",
+                "where": where if figure is not None else "-", "met": None if figure is None else met}
+
+    def ms(value):
+        return None if value is None else f"{value:.3f} ms"
+
+    first = single or {}
+    median, p99, ratio = first.get("median_ms"), first.get("p99_ms"), first.get("vs_seed_style")
+    fps = None if multi is None else multi["frames_per_s"]
+    agree = None if not agreement or None in agreement else min(agreement)
+    same = None if not geometry or None in geometry else all(geometry)
+    at = lambda r: "" if r is None else f"{r['pipeline']}, batch {r['batch']}"  # noqa: E731
+    return [
+        row("median", f"batch 1 median <= {sec.TARGET_MS:g} ms host to host", median, ms(median), at(single),
+            median is not None and median <= sec.TARGET_MS),
+        row("p99", f"batch 1 p99 <= {sec.TARGET_P99_MS:g} ms host to host", p99, ms(p99), at(single),
+            p99 is not None and p99 <= sec.TARGET_P99_MS),
+        row("frames_per_s", f"multi-frame >= {sec.TARGET_FPS:,.0f} frames/s", fps, None if fps is None else f"{fps:,.0f} frames/s",
+            at(multi), fps is not None and fps >= sec.TARGET_FPS),
+        row("vs_seed_style", f">= {sec.TARGET_RATIO:g}x the seed-style pipeline, same run", ratio,
+            None if ratio is None else f"{ratio:.1f}x", at(single), ratio is not None and ratio >= sec.TARGET_RATIO),
+        row("labels", f"labels equal to the host path on >= {100 * sec.TARGET_AGREEMENT:g} % of pixels", agree,
+            None if agree is None else f"{_share(100 * agree, 3)} %", "; ".join(at(r) for r in timed),
+            agree is not None and agree >= sec.TARGET_AGREEMENT),
+        row("geometry", "geometry equal to the host path", same, None if same is None else ("equal" if same else "differs"),
+            "; ".join(at(r) for r in timed), same),
+        row("postprocess", f"post-processing <= {sec.TARGET_POST_MS:g} ms per frame, one core", post.get("median_ms"),
+            ms(post.get("median_ms")), f"{post.get('frames')} label maps of the timed network, median of "
+            f"{post.get('calls')} calls", post.get("median_ms") is not None and post["median_ms"] <= sec.TARGET_POST_MS),
+        row("nlm", f"non-local means <= {sec.TARGET_NLM_MS:g} ms, fused kernel alone", nlm.get("median_ms"),
+            ms(nlm.get("median_ms")), f"{'x'.join(map(str, nlm.get('frame', [])))} frame, CUDA events, "
+            f"median of {nlm.get('rounds')}", nlm.get("median_ms") is not None and nlm["median_ms"] <= sec.TARGET_NLM_MS),
+    ]
+
+
+def network_line(doc: dict[str, Any]) -> str:
+    """The timed network and its val Dice: the post-processing times are those of its label maps."""
+    network = _data(doc, "models")
+    if not network:
+        return "Timed network: - (the models section did not run)"
+    t, summary = network["training"], network["training"]["summary"]
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_val_dice"].items())
+    return (f"Timed network: {network['network']} ({network['precision']}), {t['epochs']} epochs on "
+            f"{summary['frames']['train']} phantom frames in {t['seconds']} s, best mean val Dice "
+            f"{summary['best_mean_val_dice']:.3f} ({dice})")
+
+
 def machine_line(doc: dict[str, Any]) -> str:
     m = _data(doc, "machine")
     if not m:
@@ -176,17 +248,21 @@ def machine_line(doc: dict[str, Any]) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     run = (f"Run {doc['started']}, device {doc['device']}{', dry run' if doc['dry_run'] else ''}"
            f"{', quick' if doc['quick'] else ''}; {_fmt(doc.get('total_s'), 0)} s of a {doc['budget_s']:.0f} s budget.")
-    targets = (f"Targets (H100/H200 class, seed network 480x640): batch 1 median <= {sec.TARGET_MS:g} ms host to "
-               f"host, multi-frame >= {sec.TARGET_FPS:,.0f} frames/s, >= {sec.TARGET_RATIO:g}x the seed-style pipeline.")
-    lines = ["# usseg GPU check", "", machine_line(doc), "", run, "", targets, ""]
+    lines = ["# usseg GPU check", "", machine_line(doc), "", run, "",
+             "## Targets (issue 30: H100/H200 class, seed network 480x640, fp16)", "", network_line(doc), "",
+             "| target | figure | measured on | met |", "|---|---|---|---|"]
+    for t in target_rows(doc):
+        met = "-" if t["met"] is None else ("met" if t["met"] else "missed")
+        lines.append(f"| {t['target']} | {t['shown']} | {t['where']} | {met} |")
+    lines.append("")
     e2e = _data(doc, "e2e")
     header = ("| pipeline | batch | preprocessing | provider | precision | CUDA graph | median ms | p99 ms | frames/s "
-              "| x seed-style | ms/frame: pre, inference, post | labels = host path | targets |")
+              "| x seed-style | ms/frame: pre, inference, post | labels = host path | geometry = host path | targets |")
     lines += ["## End to end: uint8 frame in host memory -> labels and geometry on the host", "", header,
-              "|" + "---|" * 13]
+              "|" + "---|" * 14]
     for r in e2e.get("rows", []):
         if "median_ms" not in r:
-            lines.append(f"| {r['pipeline']} | {r['batch']} | " + " | ".join(["-"] * 10)
+            lines.append(f"| {r['pipeline']} | {r['batch']} | " + " | ".join(["-"] * 11)
                          + f" | {r.get('skipped') or r.get('error')} |")
             continue
         targets = ", ".join(f"{k} {'met' if v else 'missed'}" for k, v in (r.get("targets") or {}).items())
@@ -195,7 +271,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['pipeline']} | {r['batch']} | {_fmt(r.get('preprocessing'))} | {_fmt(r.get('provider'))} | "
                      f"{_fmt(r.get('precision'))} | {_fmt(r.get('cuda_graph'))} | {_fmt(r['median_ms'], 3)} | "
                      f"{_fmt(r['p99_ms'], 3)} | {_fmt(r['frames_per_s'], 0)} | {_fmt(r.get('vs_seed_style'), 1)} | "
-                     f"{split} | {_share(r.get('labels_equal_to_host_min'), 4)} | {targets or '-'} |")
+                     f"{split} | {_share(r.get('labels_equal_to_host_min'), 4)} | {_fmt(r.get('geometry_equal_to_host'))} | "
+                     f"{targets or '-'} |")
     header = ("| device | provider | CUDA graph | capture checked | page-locked buffers | readback | open s "
               "| same labels from another thread | fallbacks and notes |")
     lines += ["", "## Providers opened for real", "", header, "|" + "---|" * 9]
@@ -216,8 +293,22 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {r['recipe']} | {r['frame'][0]}x{r['frame'][1]} -> {r['input'][0]}x{r['input'][1]} | "
                          f"{_share(100 * r['min_within_1'], 3)} % | {_share(100 * r['min_exact'], 3)} % | "
                          f"{r['max_input_delta']:.2e} | {_fmt(r['median_ms'], 3)} |")
+        nlm = fused.get("nlm")
+        if nlm:
+            lines += ["", f"Non-local means alone (the seed recipe's, {nlm['frame'][0]}x{nlm['frame'][1]}, CUDA events, "
+                      f"{nlm['rounds']} launches): median {nlm['median_ms']:.3f} ms, p99 {nlm['p99_ms']:.3f} ms; "
+                      f"equal to OpenCV on {_share(100 * nlm['equal_to_opencv'], 3)} % of pixels"]
     else:
         lines.append(f"Not run: {doc['sections'].get('fused', {}).get('note') or '-'}")
+    post = _data(doc, "postprocess")
+    lines += ["", "## Post-processing alone, one core", ""]
+    if post:
+        shares = ", ".join(f"{k} {100 * v:.2f} %" for k, v in post["class_shares"].items())
+        lines.append(f"{post['frames']} label maps ({post['size'][0]}x{post['size'][1]}) of the timed network (class "
+                     f"shares {shares}; a MID line in {post['frames_with_mid_line']} of them): median "
+                     f"{post['median_ms']:.3f} ms, p99 {post['p99_ms']:.3f} ms over {post['calls']} calls")
+    else:
+        lines.append(f"Not run: {doc['sections'].get('postprocess', {}).get('note') or '-'}")
     train, export = _data(doc, "train"), _data(doc, "export")
     lines += ["", "## Training and export", ""]
     if train:
@@ -227,13 +318,6 @@ def markdown(doc: dict[str, Any]) -> str:
     if export:
         lines.append(f"- export fp32 (verified): {export['seconds']} s; on {export['provider']} the labels equal the "
                      f"CPU's on >= {_share(100 * export['labels_equal_to_cpu_min'], 3)} % of pixels")
-    network = _data(doc, "models")
-    if network:
-        t, summary = network["training"], network["training"]["summary"]
-        dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_val_dice"].items())
-        lines.append(f"- the timed network ({network['network']}, {network['precision']}): {t['epochs']} epochs on "
-                     f"{summary['frames']['train']} phantom frames in {t['seconds']} s, best mean val Dice "
-                     f"{summary['best_mean_val_dice']:.3f} ({dice}): the post-processing times are those of its label maps")
     lines += ["", "## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
     for name, r in doc["sections"].items():
         lines.append(f"| {name} | {r['status']} | {_fmt(r.get('seconds'), 1)} | {_fmt(r.get('note'))} |")
@@ -241,6 +325,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, doc: dict[str, Any]) -> None:
+    doc["targets"] = target_rows(doc)
     write_json(out / "gpu_check.json", doc)
     write_text(out / "gpu_check.md", markdown(doc))
 

@@ -21,7 +21,11 @@ from typing import Any
 import numpy as np
 
 FRAMES_SEED = 424242  # the timed and compared frames: a seed no training set uses
-TARGET_MS, TARGET_FPS, TARGET_RATIO = 2.0, 5000.0, 100.0
+# issue 30's targets (H100/H200 class, seed network 480x640, fp16): host to host at batch 1, the
+# multi-frame mode, against the seed-style pipeline of the same run, agreement with the host
+# path, and the two stages measured alone
+TARGET_MS, TARGET_P99_MS, TARGET_FPS, TARGET_RATIO = 2.0, 3.0, 2500.0, 100.0
+TARGET_AGREEMENT, TARGET_POST_MS, TARGET_NLM_MS = 0.9999, 0.3, 0.3
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,60 @@ def fused(s: Setup) -> dict[str, Any]:
             rows.append({"recipe": recipe_name, "frame": [fh, fw], "input": [ih, iw], "min_within_1": min(within),
                          "min_exact": min(exact), "max_input_delta": delta,
                          "median_ms": 1e3 * statistics.median(times[1:])})
-    return {"rows": rows}
+    return {"rows": rows, "nlm": _nlm_alone(get_recipe("seed"), frames[0], 5 if s.quick else 20)}
+
+
+def _nlm_alone(recipe, frame: np.ndarray, rounds: int) -> dict[str, Any]:
+    """The seed recipe's non-local means kernel alone on one frame, timed by CUDA events (device
+    time, no copies, no launch queue), and its output against OpenCV's."""
+    import cv2
+
+    from usseg.runtime.cuda import nlm
+
+    times, out = nlm.device_times(frame, recipe.nlm_h, recipe.nlm_template, recipe.nlm_search, rounds)
+    want = cv2.fastNlMeansDenoising(frame, None, h=recipe.nlm_h, templateWindowSize=recipe.nlm_template,
+                                    searchWindowSize=recipe.nlm_search)
+    return {"frame": list(frame.shape), "rounds": rounds, "median_ms": statistics.median(times),
+            "p99_ms": float(np.percentile(times, 99)), "equal_to_opencv": float((out == want).mean())}
+
+
+# -- post-processing alone --------------------------------------------------------------------------
+def postprocess(s: Setup) -> dict[str, Any]:
+    """The spine post-processing alone on the timed network's own label maps, one core and one
+    OpenCV thread, as issue 30's 0.3 ms target reads (its time depends on the label maps)."""
+    import os
+
+    import cv2
+
+    from usseg.runtime.postprocess import LABEL_EPI, LABEL_MID, LABEL_VTB, postprocess_spine, warmup
+    from usseg.runtime.segmenter import Segmenter
+    from usseg.train.phantom import phantom_frames
+
+    seg = Segmenter(model_file(s, "host-b1"), device=s.device, preprocess="host")
+    spec = seg.contract.postprocess
+    maps = [seg(f).labels for f in phantom_frames(8, FRAMES_SEED, *s.frame_hw)]
+    seg.close()
+    cpus, threads = os.sched_getaffinity(0), cv2.getNumThreads()
+    os.sched_setaffinity(0, {min(cpus)})
+    cv2.setNumThreads(1)
+    try:
+        warmup()
+        found = [postprocess_spine(m, spec) for m in maps]
+        times = []
+        for _ in range(5 if s.dry else 25):
+            for m in maps:
+                t = time.perf_counter()
+                postprocess_spine(m, spec)
+                times.append(1e3 * (time.perf_counter() - t))
+    finally:
+        cv2.setNumThreads(threads)
+        os.sched_setaffinity(0, cpus)
+    pixels = sum(m.size for m in maps)
+    shares = {name: sum(int((m == value).sum()) for m in maps) / pixels
+              for name, value in (("MID", LABEL_MID), ("VTB", LABEL_VTB), ("EPI", LABEL_EPI))}
+    return {"frames": len(maps), "size": list(maps[0].shape), "calls": len(times), "median_ms": statistics.median(times),
+            "p99_ms": float(np.percentile(times, 99)), "class_shares": shares,
+            "frames_with_mid_line": sum(g.mid is not None for g in found)}
 
 
 # -- end to end ----------------------------------------------------------------------------------------
@@ -325,7 +382,7 @@ def e2e(s: Setup) -> dict[str, Any]:
 
     fast, slow, batch, batch_rounds = s.rounds
     frames = phantom_frames(max(batch, 8), FRAMES_SEED, *s.frame_hw)
-    rows, reference = [], {}
+    rows, reference, reference_geometry = [], {}, {}
     specs = [  # name, model, preprocess, batch, rounds
         ("host preprocessing + ORT", "host-b1", "host", 1, slow),
         ("in-graph preprocessing", "graph-b1", "auto", 1, fast),
@@ -343,10 +400,13 @@ def e2e(s: Setup) -> dict[str, Any]:
         try:
             # batched rows compare what the multi-frame mode gives: cuDNN may choose its
             # algorithms per shape
-            labels = [seg(f).labels for f in frames[:4]] if n == 1 else [r.labels for r in seg.batch(frames[:n])][:4]
+            results = [seg(f) for f in frames[:4]] if n == 1 else seg.batch(frames[:n])[:4]
+            labels, geometry = [r.labels for r in results], [_geometry(r) for r in results]
             if prep == "host" and n == 1:
-                reference = dict(enumerate(labels))
+                reference, reference_geometry = dict(enumerate(labels)), dict(enumerate(geometry))
             agree = min(float((a == reference[i]).mean()) for i, a in enumerate(labels)) if reference else None
+            same_geometry = (all(_same_geometry(g, reference_geometry[i]) for i, g in enumerate(geometry))
+                             if reference_geometry else None)
             stages: dict[str, list[float]] = {}
             if n == 1:
                 times = _time(seg, frames, rounds, stages=stages)
@@ -356,7 +416,7 @@ def e2e(s: Setup) -> dict[str, Any]:
             info = seg.model_info()
             rows.append(_row(name, n, times, preprocessing=info["preprocessing"], provider=info["provider"],
                              cuda_graph=info["cuda_graph"], precision=info["precision"],
-                             labels_equal_to_host_min=agree,
+                             labels_equal_to_host_min=agree, geometry_equal_to_host=same_geometry,
                              stages_ms_per_frame={k: statistics.median(v) for k, v in stages.items() if k != "total"}))
         except Exception as exc:  # noqa: BLE001 - out of memory on a big batch, say: that row only
             rows.append({"pipeline": name, "batch": n, "error": str(exc).splitlines()[0][:300]})
@@ -371,10 +431,22 @@ def e2e(s: Setup) -> dict[str, Any]:
         row["vs_seed_style"] = seed_ms / (row["median_ms"] / row["batch"]) if seed_ms else None
         if row["pipeline"].startswith("seed-style"):
             continue
-        row["targets"] = ({"median_ms<=2": row["median_ms"] <= TARGET_MS,
-                           "x100_seed_style": bool(seed_ms) and row["vs_seed_style"] >= TARGET_RATIO}
-                          if row["batch"] == 1 else {"frames_per_s>=5000": row["frames_per_s"] >= TARGET_FPS})
+        row["targets"] = ({f"median_ms<={TARGET_MS:g}": row["median_ms"] <= TARGET_MS,
+                           f"p99_ms<={TARGET_P99_MS:g}": row["p99_ms"] <= TARGET_P99_MS,
+                           f"x{TARGET_RATIO:g}_seed_style": bool(seed_ms) and row["vs_seed_style"] >= TARGET_RATIO}
+                          if row["batch"] == 1 else {f"frames_per_s>={TARGET_FPS:g}": row["frames_per_s"] >= TARGET_FPS})
     return {"frame": list(s.frame_hw), "rows": rows}
+
+
+def _geometry(result) -> dict[str, Any]:
+    """A Result's lines and box, the geometry the rows must agree on."""
+    return {**result.lines, "VTB": result.box}
+
+
+def _same_geometry(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(
+        (a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and np.array_equal(a[k], b[k]))
+        for k in a)
 
 
 def _seed_style(s: Setup, frames: list[np.ndarray], rounds: int) -> dict[str, Any]:

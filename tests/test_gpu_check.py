@@ -39,8 +39,9 @@ def test_dry_run_end_to_end_rows(dry_run):
     assert host["preprocessing"] == "host" and graph["preprocessing"] == "in-graph"
     assert host["labels_equal_to_host_min"] == 1.0 and graph["labels_equal_to_host_min"] >= 0.999
     assert 0 < host["median_ms"] <= host["p99_ms"] and host["frames_per_s"] == pytest.approx(1e3 / host["median_ms"])
-    assert set(host["targets"]) == {"median_ms<=2", "x100_seed_style"}
-    assert set(rows[("in-graph preprocessing", 2)]["targets"]) == {"frames_per_s>=5000"}
+    assert set(host["targets"]) == {"median_ms<=2", "p99_ms<=3", "x100_seed_style"}
+    assert set(rows[("in-graph preprocessing", 2)]["targets"]) == {"frames_per_s>=2500"}
+    assert host["geometry_equal_to_host"] is True and graph["geometry_equal_to_host"] in (True, False)
     assert "not on a CUDA device" in rows[("fused preprocessing", 1)]["skipped"]
     seed = rows[("seed-style (cv2 + torch eager fp32)", 1)]
     assert seed["vs_seed_style"] == pytest.approx(1.0)
@@ -65,8 +66,15 @@ def test_dry_run_markdown_names_the_machine_and_every_section(dry_run):
         assert f"| {name} | {doc['sections'][name]['status']} |" in md
     # how trained the timed network is, since the post-processing time depends on its label maps
     summary = doc["sections"]["models"]["data"]["training"]["summary"]
-    line = next(line for line in md.splitlines() if line.startswith("- the timed network (tiny, fp32): 1 epochs"))
+    line = next(line for line in md.splitlines() if line.startswith("Timed network: tiny (fp32), 1 epochs"))
     assert f"best mean val Dice {summary['best_mean_val_dice']:.3f}" in line
+    # one line per target of issue 30; the dry run measures all but the fused kernels' NLM
+    targets = md.split("## Targets")[1].split("## End to end")[0]
+    assert len([t for t in targets.splitlines() if t.startswith("| ") and not t.startswith("| target")]) == 8
+    assert "| non-local means <= 0.3 ms, fused kernel alone | - | - | - |" in targets
+    post = doc["sections"]["postprocess"]["data"]
+    assert post["calls"] == 5 * post["frames"] and 0 < post["median_ms"] <= post["p99_ms"]
+    assert f"| post-processing <= 0.3 ms per frame, one core | {post['median_ms']:.3f} ms |" in targets
 
 
 def test_a_section_past_its_limit_is_stopped_and_the_others_kept(tmp_path):
@@ -88,7 +96,7 @@ def test_a_failed_section_skips_what_needs_it_and_loses_nothing_else(tmp_path):
         return {"status": "ok", "data": {}, "seconds": 0.1}
 
     doc = gpu_check.run_all(Setup(tmp_path / "w", "cpu", dry=True), tmp_path / "out", 600, runner=runner)
-    assert ran == ["machine", "data", "train", "models", "providers", "fused", "e2e"]
+    assert ran == ["machine", "data", "train", "models", "providers", "fused", "e2e", "postprocess"]
     assert doc["sections"]["train"]["status"] == "failed" and "out of memory" in doc["sections"]["train"]["note"]
     assert doc["sections"]["export"] == {"status": "skipped", "note": "needs section train"}
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -107,3 +115,75 @@ def test_shares_in_the_report_are_rounded_down():
     """0.99998 of the pixels equal is not 1.0000, and 99.9987 % is not >= 99.999 %."""
     assert gpu_check._share(0.99998, 4) == "0.9999" and gpu_check._share(1.0, 4) == "1.0000"
     assert gpu_check._share(100 * 0.999987, 3) == "99.998" and gpu_check._share(None, 3) == "-"
+
+
+# -- the targets of issue 30, from fake section outputs -------------------------------------------
+def e2e_row(pipeline, batch, median, p99, ratio, agree=1.0, geometry=True):
+    return {"pipeline": pipeline, "batch": batch, "median_ms": median, "p99_ms": p99,
+            "frames_per_s": 1e3 * batch / median, "vs_seed_style": ratio, "labels_equal_to_host_min": agree,
+            "geometry_equal_to_host": geometry}
+
+
+def fake_doc(rows=None, post_ms=0.21, nlm_ms=0.28):
+    sections = {"e2e": {"status": "ok", "data": {"rows": rows if rows is not None else [
+        e2e_row("host preprocessing + ORT", 1, 200.0, 230.0, 1.0),
+        e2e_row("fused preprocessing", 1, 1.8, 2.9, 112.0, agree=0.99995),
+        e2e_row("in-graph preprocessing", 1, 9.0, 9.5, 22.0),
+        e2e_row("fused preprocessing", 32, 11.2, 11.9, 3.2e3),
+        {"pipeline": "seed-style (cv2 + torch eager fp32)", "batch": 1, "median_ms": 202.0, "p99_ms": 210.0,
+         "frames_per_s": 4.95, "vs_seed_style": 1.0}]}}}
+    if post_ms is not None:
+        sections["postprocess"] = {"status": "ok", "data": {"median_ms": post_ms, "frames": 8, "calls": 200}}
+    if nlm_ms is not None:
+        sections["fused"] = {"status": "ok", "data": {"rows": [], "nlm": {"median_ms": nlm_ms, "frame": [480, 640],
+                                                                         "rounds": 20}}}
+    return {"sections": sections}
+
+
+def by_target(doc):
+    return {t["id"]: t for t in gpu_check.target_rows(doc)}
+
+
+def test_targets_read_the_fastest_batch_1_row_and_the_best_multi_frame_row():
+    t = by_target(fake_doc())
+    assert len(t) == 8 and all(v["met"] is True for v in t.values()), t
+    assert t["median"]["figure"] == 1.8 and t["median"]["where"] == "fused preprocessing, batch 1"
+    assert t["p99"]["shown"] == "2.900 ms"
+    assert t["frames_per_s"]["figure"] == pytest.approx(32e3 / 11.2) and t["frames_per_s"]["shown"] == "2,857 frames/s"
+    assert t["vs_seed_style"]["shown"] == "112.0x"
+    assert t["labels"]["shown"] == "99.995 %"
+    assert t["postprocess"]["shown"] == "0.210 ms" and t["nlm"]["shown"] == "0.280 ms"
+
+
+@pytest.mark.parametrize("change, target", [
+    # what changes in the fake run, the one target it breaks
+    ({"rows": [e2e_row("fused preprocessing", 1, 2.01, 2.5, 101.0), e2e_row("fused preprocessing", 32, 11.0, 12, 1)]},
+     "median"),
+    ({"rows": [e2e_row("fused preprocessing", 1, 1.9, 3.01, 101.0), e2e_row("fused preprocessing", 32, 11.0, 12, 1)]},
+     "p99"),
+    ({"rows": [e2e_row("fused preprocessing", 1, 1.9, 2.5, 101.0), e2e_row("fused preprocessing", 32, 12.9, 13, 1)]},
+     "frames_per_s"),
+    ({"rows": [e2e_row("fused preprocessing", 1, 1.9, 2.5, 99.9), e2e_row("fused preprocessing", 32, 11.0, 12, 1)]},
+     "vs_seed_style"),
+    ({"rows": [e2e_row("fused preprocessing", 1, 1.9, 2.5, 101.0, agree=0.99989),
+               e2e_row("fused preprocessing", 32, 11.0, 12, 1)]}, "labels"),
+    ({"rows": [e2e_row("fused preprocessing", 1, 1.9, 2.5, 101.0),
+               e2e_row("fused preprocessing", 32, 11.0, 12, 1, geometry=False)]}, "geometry"),
+    ({"post_ms": 0.31}, "postprocess"),
+    ({"nlm_ms": 0.3001}, "nlm"),
+])
+def test_each_target_is_missed_alone(change, target):
+    t = by_target(fake_doc(**change))
+    assert {k for k, v in t.items() if v["met"] is False} == {target}
+
+
+def test_targets_not_measured_are_dashes_not_zeros():
+    doc = fake_doc(rows=[e2e_row("fused preprocessing", 1, 1.9, 2.5, None)], post_ms=None, nlm_ms=None)
+    t = by_target(doc)
+    assert t["median"]["met"] is True and t["vs_seed_style"]["met"] is None and t["vs_seed_style"]["shown"] == "-"
+    for name in ("frames_per_s", "postprocess", "nlm"):
+        assert t[name] == {**t[name], "figure": None, "shown": "-", "where": "-", "met": None}
+    md = gpu_check.markdown({**doc, "started": "now", "device": "cuda", "dry_run": False, "quick": False,
+                             "budget_s": 450, "total_s": 1.0})
+    assert "| multi-frame >= 2,500 frames/s | - | - | - |" in md
+    assert "Timed network: - (the models section did not run)" in md

@@ -132,3 +132,26 @@ def launch(src, dst, table, template: int, search: int, shift: int, stream) -> N
     height, width = src.shape
     grid = ((width + TILE_W - 1) // TILE_W, (height + TILE_H - 1) // TILE_H)
     kernel[grid, (TILE_W, THREADS_Y, SLICES), stream](src, dst, table)
+
+
+def device_times(frame: np.ndarray, h: float, template: int, search: int, rounds: int) -> tuple[list[float], np.ndarray]:
+    """The kernel alone on one uint8 frame: milliseconds per launch from CUDA events (device time,
+    no copies), and its output, for the GPU check."""
+    from .tables import nlm_weights
+
+    dev = target()
+    table, shift = nlm_weights(h, template, search)
+    src, table_dev = dev.cuda.to_device(np.ascontiguousarray(frame)), dev.cuda.to_device(table)
+    dst = dev.cuda.device_array_like(src)
+    stream = dev.cuda.stream()
+    launch(src, dst, table_dev, template, search, shift, stream)  # compiles
+    stream.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = dev.cuda.event(), dev.cuda.event()
+        start.record(stream)
+        launch(src, dst, table_dev, template, search, shift, stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(dev.cuda.event_elapsed_time(start, end))
+    return times, dst.copy_to_host()
