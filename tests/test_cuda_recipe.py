@@ -109,6 +109,58 @@ def test_fused_recipe_matches_host_preprocess(tmp_path, recipe, frame_hw, input_
     assert_matches_host(frames, recipe, input_hw, inputs, enhanced)
 
 
+# Runs the NLM kernel alone on each frame of frames.npz; prints the outputs' file.
+NLM_RUNNER = """
+import json, sys
+import numpy as np
+from usseg.runtime.cuda import nlm
+from usseg.runtime.cuda.device import target
+from usseg.runtime.cuda.tables import nlm_weights
+
+args = json.loads(sys.argv[1])
+frames = np.load(args["frames"], allow_pickle=True)["frames"]
+cuda, out = target().cuda, []
+for frame, (h, template, search) in zip(frames, args["windows"]):
+    table, shift = nlm_weights(h, template, search)
+    src = cuda.to_device(np.ascontiguousarray(frame))
+    dst = cuda.device_array_like(src)
+    nlm.launch(src, dst, cuda.to_device(table), template, search, shift, 0)
+    out.append(dst.copy_to_host())
+np.savez(args["out"], *out)
+"""
+
+NLM_CASES = [
+    # frame size, h, template, search: what the case adds
+    ((17, 23), 5.0, 7, 21),  # the seed's window; one partial tile, every pixel within the border of 13
+    ((14, 40), 5.0, 7, 21),  # two tiles side by side, the smallest frame the seed's window allows
+    ((40, 35), 12.0, 3, 7),  # 2 x 2 tiles, odd sizes, another window and h
+    ((35, 34), 9.0, 5, 11),  # a third window
+]
+
+
+def test_nlm_kernel_equals_opencv_grey_level_for_grey_level(tmp_path):
+    """The kernel alone against cv2.fastNlMeansDenoising: every pixel equal, at the image borders,
+    across tile edges, for several windows (each weight serves both pixels of a pair, so a wrong
+    pairing or a missed offset shows up as a grey level off)."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for (h, w), *_ in NLM_CASES:  # smooth ramps plus noise: patches alike enough for many weights
+        ramps = cv2.resize(rng.integers(60, 200, (3, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        frames.append(cv2.add(ramps, rng.integers(0, 8, (h, w)).astype(np.uint8)))
+    np.savez(tmp_path / "frames.npz", frames=np.array(frames, dtype=object))
+    args = {"frames": str(tmp_path / "frames.npz"), "out": str(tmp_path / "out.npz"),
+            "windows": [[h, t, s] for _, h, t, s in NLM_CASES]}
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, "-c", NLM_RUNNER, json.dumps(args)], capture_output=True, text=True,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    for k, (frame, (_, h, template, search)) in enumerate(zip(frames, NLM_CASES)):
+        want = cv2.fastNlMeansDenoising(frame, None, h=h, templateWindowSize=template, searchWindowSize=search)
+        assert (want != frame).mean() > 0.5  # the case changes most pixels
+        np.testing.assert_array_equal(got[f"arr_{k}"], want, err_msg=f"{frame.shape}, h {h}, {template}/{search}")
+
+
 def test_fused_recipe_on_real_frames_reuses_its_buffers(tmp_path):
     """Two usgra-seg frames in a row through the recipe without NLM, 3x shrink, a stream of the
     caller's and a [H, W] output: the second frame's result is its own."""

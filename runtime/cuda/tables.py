@@ -16,12 +16,11 @@ import numpy as np
 from ..preprocess import Letterbox, Recipe
 
 FUSED_DENOISERS = ("nlm", "none")
-# The NLM launch: a block covers NLM_TILE_W x NLM_TILE_H pixels; each thread walks NLM_ROWS of
-# them down one column, and NLM_SLICES threads share each column, one slice of the search window each.
+# The NLM launch: a block of NLM_THREADS threads covers NLM_TILE_W x NLM_TILE_H pixels (each thread
+# accumulates NLM_TILE_W * NLM_TILE_H / NLM_THREADS of them) and walks half the search window.
 NLM_TILE_W = 32
-NLM_ROWS = 8
-NLM_TILE_H = 16
-NLM_SLICES = 4
+NLM_TILE_H = 32
+NLM_THREADS = 128
 NLM_TABLE_MAX = 4096  # non-zero NLM weights kept in shared memory (the seed recipe needs 133)
 NLM_SHARED_MAX = 40 * 1024  # bytes of the NLM tile's window and weights
 GAUSS_RADIUS_MAX = 32
@@ -168,9 +167,31 @@ def reciprocals() -> np.ndarray:
 
 
 # -- what the kernels support -------------------------------------------------------------------
-def nlm_shared_bytes(template: int, search: int, tile_h: int, tile_w: int, table: int) -> int:
-    border = template // 2 + search // 2
-    return 4 * ((tile_h + 2 * border) * (tile_w + 2 * border) + table + 2 * tile_h * tile_w)
+@dataclass(frozen=True)
+class NlmLayout:
+    """The NLM kernel's shared memory for one tile: the tile's window (the tile plus the border on
+    each side), the row sums of one offset and its weights, each flat with an odd row pitch so that
+    a warp walking down a column reads 32 banks."""
+
+    border: int
+    win_w: int
+    win_size: int
+    row_w: int
+    rows_size: int
+    weight_w: int
+    weights_size: int
+
+    def shared_bytes(self, table_len: int) -> int:
+        return 4 * (self.win_size + self.rows_size + self.weights_size + table_len)
+
+
+def nlm_layout(template: int, search: int, tile_h: int, tile_w: int) -> NlmLayout:
+    t, s = template // 2, search // 2
+    border = t + s
+    win_w, row_w = (tile_w + 2 * border) | 1, (tile_w + s) | 1
+    # the row sums cover the tile, the tile moved by an offset, and the patch's rows above and below
+    return NlmLayout(border, win_w, (tile_h + 2 * border) * win_w, row_w, (tile_h + s + 2 * t) * row_w,
+                     row_w, (tile_h + s) * row_w)
 
 
 def recipe_reason(recipe: Recipe) -> str | None:
@@ -185,7 +206,7 @@ def recipe_reason(recipe: Recipe) -> str | None:
         if len(table) > NLM_TABLE_MAX:
             return (f"recipe '{recipe.name}' field 'nlm_h': {recipe.nlm_h} needs {len(table)} NLM weights, "
                     f"more than the {NLM_TABLE_MAX} the kernel keeps in shared memory")
-        need = nlm_shared_bytes(recipe.nlm_template, recipe.nlm_search, NLM_TILE_H, NLM_TILE_W, len(table))
+        need = nlm_layout(recipe.nlm_template, recipe.nlm_search, NLM_TILE_H, NLM_TILE_W).shared_bytes(len(table))
         if need > NLM_SHARED_MAX:
             return (f"recipe '{recipe.name}' fields 'nlm_template'/'nlm_search': {recipe.nlm_template}/"
                     f"{recipe.nlm_search} need {need} bytes of shared memory per tile, over {NLM_SHARED_MAX}")
