@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 MIN_P99_SAMPLES = 200
 CONSISTENCY_TOLERANCE = 0.15
+# issue 30: the spine post-processing of a trained network's 480x640 label map, one core
+POSTPROCESS_TARGET_MS = 0.3
 
 
 def median(values: Sequence[float]) -> float:

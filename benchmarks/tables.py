@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .figures import CONSISTENCY_TOLERANCE, MIN_P99_SAMPLES
+from .figures import CONSISTENCY_TOLERANCE, MIN_P99_SAMPLES, POSTPROCESS_TARGET_MS
 from .seed_style import SEED_HEADLINE_MS
 from .weights import weights_line
 
@@ -134,6 +134,30 @@ def ratio_table(report: dict[str, Any], group: str, skip_headline: bool = True) 
     return table(["what differs", "row", "ms", "reference row", "ms", "speed-up"], lines) if lines else []
 
 
+def postprocess_target(report: dict[str, Any]) -> str | None:
+    """Issue 30's target, read on the usseg row of the trained network's label maps."""
+    rows = [r for r in _rows(report, "postprocess-trained") if r["impl"] == "usseg"]
+    if not rows:
+        return None
+    r = rows[0]
+    met = r["median_ms"] <= POSTPROCESS_TARGET_MS
+    return (f"Target: post-processing <= {POSTPROCESS_TARGET_MS:g} ms per frame of a trained network's label "
+            f"maps, one core: **{fmt(r['median_ms'], 3)} ms, {'met' if met else 'missed'}** (`{r['model']}` at "
+            f"{r['input']}, median of {r['samples']} calls, interleaved with the seed-style rules; the machine "
+            f"line gives the load).")
+
+
+def postprocess_lines(report: dict[str, Any]) -> list[str]:
+    """The target line, then each post-processing group's rows and ratio (trained maps first)."""
+    target = postprocess_target(report)
+    out = [target, ""] if target else []
+    for group in ("postprocess-trained", "postprocess-1core"):
+        rows = latency_table(report, group)
+        if rows:
+            out += rows + [""] + ratio_table(report, group, skip_headline=False) + [""]
+    return out
+
+
 def consistency_table(report: dict[str, Any]) -> list[str]:
     lines = []
     for c in report["consistency"]:
@@ -193,8 +217,7 @@ def markdown(report: dict[str, Any], full: bool = True) -> str:
          + ratio_table(report, "multi")),
         ("### Streaming (policy all: sustained frames/s; policy latest at the source's rate: latency and drops)",
          stream_lines(report)),
-        ("### Post-processing alone, one core", latency_table(report, "postprocess-1core") + [""]
-         + ratio_table(report, "postprocess-1core", skip_headline=False)),
+        ("### Post-processing alone, one core", postprocess_lines(report)),
         ("### Training cost (pytest-benchmark rounds, one benchmark after the other, not interleaved)", (training_lines(report) + [""]
                                                          + ratio_table(report, "pytest", skip_headline=False))
          if full else []),

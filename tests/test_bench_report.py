@@ -4,6 +4,7 @@ training-throughput publication, Markdown and chart."""
 import numpy as np
 import pytest
 
+from usseg.benchmarks import tables
 from usseg.benchmarks.chart import bar_chart
 from usseg.benchmarks.figures import (
     MIN_P99_SAMPLES,
@@ -204,3 +205,21 @@ def test_seed_style_pad_or_crop_is_symmetric(shape):
     assert (out > 0).sum() == h * w
     rows, cols = np.nonzero(out)
     assert abs(rows.min() - (479 - rows.max())) <= 1 and abs(cols.min() - (639 - cols.max())) <= 1
+
+
+@pytest.mark.parametrize("median_ms, verdict", [(0.21, "met"), (0.3, "met"), (0.31, "missed")])
+def test_post_processing_target_is_read_on_the_trained_label_maps(median_ms, verdict):
+    def pp(group, impl, ms, model):
+        return {"id": f"{group}/{impl}/end-to-end", "group": group, "stage": "postprocess", "impl": impl,
+                "provider": "CPU, 1 core", "precision": "-", "batch": 1, "model": model, "input": "480x640",
+                "variant": "", "median_ms": ms, "p99_ms": None, "samples": 200, "frames": 200, "fps": 1e3 / ms}
+    report = {"rows": [pp("postprocess-1core", "usseg", 0.05, ""), pp("postprocess-1core", "seed-style", 5.6, ""),
+                       pp("postprocess-trained", "seed-style", 4.0, "seed-480x640-seed"),
+                       pp("postprocess-trained", "usseg", median_ms, "seed-480x640-seed")],
+              "ratios": [], "consistency": []}
+    line = tables.postprocess_target(report)
+    assert line.startswith("Target: post-processing <= 0.3 ms per frame of a trained network's label maps")
+    assert f"**{median_ms:.3f} ms, {verdict}**" in line and "`seed-480x640-seed` at 480x640" in line
+    body = tables.postprocess_lines(report)
+    assert body[0] == line and sum("| usseg" in b for b in body) == 2  # both groups' rows, trained first
+    assert tables.postprocess_target({**report, "rows": report["rows"][:2]}) is None  # synthetic maps only: no target
