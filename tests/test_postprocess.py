@@ -273,6 +273,42 @@ def test_one_pixel_wide_shapes():
     assert geo.mid is not None and geo.epi is None and geo.vtb is not None
 
 
+def _scene(height: int, width: int, draw) -> np.ndarray:
+    labels = np.zeros((height, width), np.uint8)
+    draw(labels)
+    return labels
+
+
+EDGE_CASES = [
+    # frame size, what is drawn: what the case adds
+    ((1, 1), lambda m: None),  # the smallest frame, empty
+    ((1, 9), lambda m: m.__setitem__((0, slice(2, 7)), LABEL_MID)),  # one row
+    ((9, 1), lambda m: m.__setitem__((slice(0, 9), 0), LABEL_VTB)),  # one column, all one class
+    ((8, 8), lambda m: m.__setitem__((slice(None), slice(None)), LABEL_MID)),  # the whole tiny frame is MID
+    ((7, 13), lambda m: cv2.line(m, (6, 0), (6, 6), LABEL_MID, 3)),  # odd sizes, a line edge to edge
+    ((37, 53), lambda m: (cv2.line(m, (26, 0), (27, 36), LABEL_MID, 5), cv2.rectangle(m, (0, 30), (52, 36), LABEL_VTB, -1))),
+    ((101, 157), lambda m: (cv2.line(m, (78, 0), (80, 100), LABEL_MID, 9), cv2.line(m, (0, 50), (156, 52), LABEL_EPI, 7))),
+    ((480, 640), lambda m: (cv2.line(m, (320, 40), (330, 440), LABEL_MID, 10),  # EPI absent, VTB at the corner
+                            cv2.rectangle(m, (600, 440), (639, 479), LABEL_VTB, -1))),
+    ((480, 640), lambda m: (cv2.line(m, (320, 40), (330, 440), LABEL_MID, 10),  # VTB absent, EPI on the border
+                            cv2.line(m, (0, 479), (200, 470), LABEL_EPI, 9))),
+    ((480, 640), lambda m: [cv2.line(m, (x, 40), (x + 8, 440), LABEL_MID, 10) for x in (100, 300, 500)]),  # three MID blobs
+    ((480, 640), lambda m: [cv2.rectangle(m, (x, 300), (x + 60, 340), LABEL_VTB, -1) for x in (20, 200, 380)]
+     + [cv2.line(m, (320, 0), (320, 479), LABEL_MID, 12)]),  # several VTB blobs, one crossed by MID
+    ((239, 319), lambda m: (cv2.line(m, (0, 0), (318, 238), LABEL_MID, 11),  # corner to corner, EPI at the edges
+                            cv2.line(m, (0, 120), (318, 120), LABEL_EPI, 4))),
+]
+
+
+@pytest.mark.parametrize("size, draw", EDGE_CASES)
+def test_edge_cases_equal_the_reference(size, draw):
+    """Tiny and odd frames, absent classes, shapes on the border, several blobs of a class: the
+    same masks and geometry as the full-frame reference, with a spec scaled to the frame."""
+    labels = _scene(*size, draw)
+    for spec in (SPEC, PostprocessSpec(min_line_area=2, min_box_area=2, hough_threshold=3, hough_min_length=1)):
+        assert_identical(postprocess_spine(labels, spec), reference_postprocess(labels, spec))
+
+
 def test_stray_blobs_far_from_the_line_do_not_change_it():
     labels = blank()
     cv2.line(labels, (300, 50), (330, 420), LABEL_MID, 10)
