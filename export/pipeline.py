@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
+from usseg.runtime.errors import WriteError
 
 from .errors import ExportError
 from .frames import calibration_files, calibration_frames, verification_frames
@@ -106,13 +107,33 @@ def load(opts: ExportOptions):
 
 
 def export(opts: ExportOptions) -> dict:
-    """Run the pipeline; returns the figures the summary prints."""
-    from .convert import convert_fp16, export_fp32, quantize_int8
-
+    """Run the pipeline; returns the figures the summary prints. A write that fails (a full disk)
+    raises WriteError naming the model file; nothing half-written is left, and a previous model
+    file stays as it was."""
     start = time.perf_counter()
     check_inputs(opts)
     model, contract = load(opts)
     figures: dict = {"precision": opts.precision, "contract": contract}
+    try:
+        _write_model(opts, model, contract, figures)
+    except OSError as exc:
+        raise WriteError.of(opts.out, exc, "the model") from None
+    if opts.triton is not None:
+        from .triton import write_repository
+
+        try:
+            figures["triton"] = write_repository(opts.out, contract, opts.triton)
+        except OSError as exc:
+            raise WriteError.of(opts.triton, exc, "the Triton repository") from None
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def _write_model(opts: ExportOptions, model, contract: Contract, figures: dict) -> None:
+    """Trace, convert, verify and (with --graph-preprocess) extend the model in a temporary folder
+    beside ``opts.out``, then move it into place."""
+    from .convert import convert_fp16, export_fp32, quantize_int8
+
     with tempfile.TemporaryDirectory(dir=opts.out.parent, prefix=".usseg-export-") as work:
         fp32_path = Path(work) / "fp32.onnx"
         fp32_contract = replace(contract, provenance={**contract.provenance, "precision": "fp32"})
@@ -131,12 +152,6 @@ def export(opts: ExportOptions) -> dict:
         if contract.frame is not None:
             staged = _prepend_preprocessing(staged, Path(work) / "graph.onnx", contract, opts, figures)
         os.replace(staged, opts.out)
-    if opts.triton is not None:
-        from .triton import write_repository
-
-        figures["triton"] = write_repository(opts.out, contract, opts.triton)
-    figures["seconds"] = time.perf_counter() - start
-    return figures
 
 
 def _prepend_preprocessing(network: Path, staged: Path, contract: Contract, opts: ExportOptions,
