@@ -29,7 +29,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "the checkpoint") as tmp:
         torch.save(state, tmp)
 
 
