@@ -100,12 +100,11 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 def _header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the image header, without decoding; ImageError when it gives none."""
-    try:
-        width, height = imagesize.get(str(path))
-    except OSError:
-        raise
-    except Exception:  # noqa: BLE001  (a damaged header: whatever the parser raises)
-        width = height = -1
+    with open(path, "rb") as f:  # opened here, so that an unreadable file is reported as such
+        try:
+            width, height = imagesize.get(f)
+        except Exception:  # noqa: BLE001  (a damaged header: whatever the parser raises)
+            width = height = -1
     if width <= 0 or height <= 0:
         raise ImageError(f"{path}: not a readable image")  # no PNG, JPEG, TIFF or BMP header giving a size
     return int(width), int(height)

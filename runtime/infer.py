@@ -111,7 +111,7 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
     names = OutputNames(out, files)
     interrupted = None
     try:
-        for path in tqdm(files, desc="usseg predict", unit="img", disable=quiet):
+        for index, path in enumerate(tqdm(files, desc="usseg predict", unit="img", disable=quiet)):
             try:
                 frames = read_frames(path, max_pixels)
                 calibration = calibration_for(seg.spacing_mm, path)
@@ -134,7 +134,9 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
                 log.error("skipped: %s", message)
                 failures.append({"file": str(path), "error": message})
                 if getattr(exc, "errno", None) in DISK_FULL:  # every later output would fail alike
-                    log.error("the disk is full: stopping; the files after %s were not segmented", path)
+                    rest = files[index + 1:]
+                    log.error("the disk is full: stopping; %d files after %s not segmented", len(rest), path)
+                    failures += [{"file": str(p), "error": f"{p}: not segmented: the disk was full"} for p in rest]
                     break
     except KeyboardInterrupt as exc:
         interrupted = stopped_by(exc)  # what is done so far is still reported

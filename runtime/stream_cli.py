@@ -29,7 +29,7 @@ import numpy as np
 from .cli import add_device_option, add_engine_options, add_model_option, add_out_option, alias_main
 from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError, WriteError
-from .fileio import atomic_path, make_dirs, output_lock, write_json
+from .fileio import atomic_path, make_dirs, output_lock
 from .imageio import add_max_pixels_option
 from .interrupt import stop_signals, stopped_by
 from .overlay import draw_overlay
@@ -191,8 +191,9 @@ class Outputs:
             self._pending.pop().__exit__(OutputError, None, None)  # removes the temporary
 
     def close(self, summary: dict) -> list[Path]:
-        """Move the outputs into place, summary.json last; returns what was written. A stream that
-        captured no frame writes nothing (existing files stay as they were)."""
+        """Move the outputs into place together, once all are written (summary.json staged too);
+        returns what was written. A stream that captured no frame writes nothing (existing files
+        stay as they were)."""
         if self.folder is None or self.broken or (self.json_file is None and not summary["captured"]):
             self.discard()
             return []
@@ -205,12 +206,14 @@ class Outputs:
                 self.writer.release()
                 self.writer = None
                 written.insert(0, self.video_path)
+            ctx = atomic_path(self.folder / "summary.json", "the stream's summary")
+            self._pending.append(ctx)
+            ctx.__enter__().write_text(json.dumps(summary, indent=1) + "\n")
             while self._pending:
                 self._pending.pop(0).__exit__(None, None, None)  # renamed into place
-            write_json(self.folder / "summary.json", summary)
         except OSError as exc:
             self.discard()
-            raise WriteError.of(self.folder / "results.jsonl", exc, "the per-frame results") from None
+            raise WriteError.of(self.folder / "summary.json", exc, "the stream's summary") from None
         return written
 
 
