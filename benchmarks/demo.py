@@ -158,6 +158,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.frames < 10:
         raise UsageError(f"--frames {args.frames}: the split needs at least 10 frames")
+    import usseg.train.loop  # noqa: F401  (the train extra, found missing before --out is touched)
+
     out = args.out
     check_out(out, args.overwrite)
     with output_lock(out, "usseg demo"):
