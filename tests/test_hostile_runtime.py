@@ -16,7 +16,7 @@ from hostile_support import lock_held, terminated
 from onnx_tiny import tiny_model
 from test_dicom import write_dicom
 
-from usseg.runtime import fileio, imageio, infer, sources
+from usseg.runtime import fileio, imageio, sources
 from usseg.runtime.imageio import DEFAULT_MAX_PIXELS, read_image
 from usseg.runtime.infer import main as infer_main
 from usseg.runtime.preprocess import to_grey8
