@@ -205,7 +205,7 @@ def _take(folder: Path, command: str) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = _holder(fd)
+            holder = _holder(fd) or "a run that is just starting"
             os.close(fd)
             raise OutputLockedError(f"{folder}: another usseg run is writing into this folder ({holder}); "
                                     f"wait for it to end, or choose another output folder") from None
@@ -217,7 +217,9 @@ def _take(folder: Path, command: str) -> int | None:
             os.close(fd)
             continue
         if os.fstat(fd).st_size:
-            log.warning("%s: taking over the lock left by %s, which is no longer running", folder, _holder(fd))
+            holder = _holder(fd)
+            log.warning("%s: taking over %s", folder, f"the lock left by {holder}, which is no longer running"
+                        if holder else f"{LOCK_NAME}, which no running usseg holds and usseg did not write")
         record = {"pid": os.getpid(), "command": command, "argv": sys.argv, "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)
@@ -225,13 +227,14 @@ def _take(folder: Path, command: str) -> int | None:
         return fd
 
 
-def _holder(fd: int) -> str:
-    """'pid 123 on host: usseg predict, since 2026-...' from a lock file's record."""
+def _holder(fd: int) -> str | None:
+    """'pid 123 on host: usseg predict, since 2026-...' from a lock file's record; None when it
+    holds none (just created, or not written by usseg)."""
     try:
         record = json.loads(os.pread(fd, 65536, 0) or b"null")
         text = f"pid {int(record['pid'])} on {record['host']}: {record['command']}, since {record['started']}"
     except (OSError, ValueError, TypeError, KeyError):
-        return "a run that is just starting, or a lock file usseg did not write"
+        return None
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]  # the file may have been edited
 
 

@@ -67,6 +67,15 @@ def _max_pixels(text: str) -> int:
     return value
 
 
+def not_a_file(path: Path, kind: str) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as a ``kind`` file: the message."""
+    if path.is_symlink() and not path.exists():
+        return f"{path}: a symbolic link that leads nowhere (broken, or a loop)"
+    if path.is_dir():
+        return f"{path}: a folder, not a file"
+    return f"{path}: not a regular file (a pipe, socket or device)" if path.exists() else f"{path}: {kind} file not found"
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image file as stored: [H, W] grey or [H, W, 3|4] BGR(A), uint8 or uint16.
 
@@ -78,7 +87,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     path = Path(path)
     try:
         if not path.is_file():
-            raise ImageError(f"{path}: image file not found" if not path.exists() else f"{path}: not a regular file")
+            raise ImageError(not_a_file(path, "image"))
         size = path.stat().st_size
         if size > max_pixels * BYTES_PER_PIXEL + FILE_SLACK:
             raise FrameTooLarge(f"{path}: a file of {size:,} bytes is larger than an image within the limit of "

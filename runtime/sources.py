@@ -121,7 +121,7 @@ class VideoSource(Source):
     def __init__(self, target: str | int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.name = f"camera {target}" if isinstance(target, int) else str(target)
         if not isinstance(target, int) and not Path(target).is_file():
-            raise InputError(f"{target}: video file not found")
+            raise InputError(imageio.not_a_file(Path(target), "video"))
         self.max_pixels = max_pixels
         self.capture = cv2.VideoCapture(target)
         if not self.capture.isOpened():

@@ -3,6 +3,8 @@ run folder with no other run, and ends a full disk or a SIGTERM with one line sa
 
 import errno
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from boundary_support import no_traceback, tree_digest
 from hostile_support import lock_held, terminated
 from test_train import make_mask_folder
 
+from usseg.runtime import fileio
 from usseg.train import checkpoint, loop
 from usseg.train.checkpoint import load_checkpoint
 from usseg.train.train_cli import main
@@ -91,16 +94,26 @@ def test_next_hint_only_when_best_pt_exists(data, tmp_path, monkeypatch, caplog)
     assert any(m.startswith("no best.pt: no validation gave a mean val Dice") for m in messages)
 
 
-def test_a_full_disk_names_the_file_and_the_resume_command(data, tmp_path, monkeypatch, caplog):
-    real_save, saves = torch.save, []
+def full_disk_from_the_second_epoch(monkeypatch):
+    """Checkpoint writes fail with ENOSPC once the second epoch's state is saved."""
+    real_save, real_write, full = torch.save, fileio.Path.write_bytes, []
 
-    def save(state, path):
-        saves.append(path)
-        if state["epoch"] == 1:  # the second epoch's checkpoints do not fit
+    def save(state, target):
+        if state["epoch"] >= 1:
+            full.append(True)
+        real_save(state, target)
+
+    def write_bytes(path, data):
+        if full and path.name.startswith((".best.pt", ".last.pt")):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(state, path)
+        return real_write(path, data)
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(fileio.Path, "write_bytes", write_bytes)
+
+
+def test_a_full_disk_names_the_file_and_the_resume_command(data, tmp_path, monkeypatch, caplog):
+    full_disk_from_the_second_epoch(monkeypatch)
     run = tmp_path / "run"
     assert main(["--data", str(data), "--out", str(run), *TINY, "--epochs", "3"]) == 1
     [message] = errors(caplog)
@@ -109,6 +122,29 @@ def test_a_full_disk_names_the_file_and_the_resume_command(data, tmp_path, monke
                        f"holds epoch 1: resume with  usseg train --data {data} --out {run} --resume")
     assert load_checkpoint(run / "last.pt")["epoch"] == 0                       # nothing half-written
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporaries, no lock
+
+
+def test_a_really_full_file_system_ends_training_in_one_line(data, tmp_path):
+    """On a 256 KiB tmpfs (root only): torch.save itself would fail there with a RuntimeError."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True,
+                             check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = small / "run"
+        done = subprocess.run([sys.executable, "-m", "usseg.runtime.cli", "train", "--data", str(data), "--out",
+                               str(run), *TINY, "--epochs", "400"], capture_output=True, text=True, timeout=600,
+                              check=False)
+        assert done.returncode == 1 and no_traceback(done.stderr), done.stderr
+        last_line = done.stderr.strip().splitlines()[-1]
+        assert "(No space left on device); " in last_line and last_line.endswith(
+            f"resume with  usseg train --data {data} --out {run} --resume")
+        load_checkpoint(run / "last.pt")                                 # the last whole checkpoint
+        assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(data, tmp_path, caplog):
