@@ -4,6 +4,7 @@ results (usseg predict and usseg stream)."""
 
 import errno
 import json
+import os
 import struct
 import tracemalloc
 import zlib
@@ -17,6 +18,7 @@ from onnx_tiny import tiny_model
 from test_dicom import write_dicom
 
 from usseg.runtime import fileio, imageio, sources
+from usseg.runtime.errors import WriteError
 from usseg.runtime.imageio import DEFAULT_MAX_PIXELS, read_image
 from usseg.runtime.infer import main as infer_main
 from usseg.runtime.preprocess import to_grey8
@@ -323,3 +325,48 @@ def test_sigterm_stops_a_stream_like_ctrl_c_with_its_outputs(model, tmp_path, ma
     assert summary["processed"] - 1 <= len(lines) <= summary["processed"] and all(json.loads(line) for line in lines)
     assert (out / "overlay.avi").stat().st_size > 0
     assert no_traceback(done.stderr) and not (out / fileio.LOCK_NAME).exists()
+
+
+def test_an_atomic_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    no_space(monkeypatch, fileio, "results.json")
+    with pytest.raises(WriteError, match=r"results.json: cannot be written \(No space left on device\)$") as caught:
+        fileio.write_json(target, {"new": 1})
+    assert caught.value.exit_code == 1 and caught.value.errno == errno.ENOSPC
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_folder_replaced_on_a_full_disk_names_the_folder_and_the_file(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "split.csv").write_text("old")
+    no_space(monkeypatch, fileio, "b.png")
+    with pytest.raises(WriteError) as caught:
+        with fileio.replace_dir(data) as tmp:
+            fileio.write_bytes(tmp / "images" / "a.png", b"a")
+            fileio.write_bytes(tmp / "images" / "b.png", b"b")
+    assert str(caught.value) == (f"{data}: cannot write this folder (No space left on device, writing "
+                                 f"{os.path.join('images', 'b.png')})")
+    assert sorted(os.listdir(tmp_path)) == ["data"] and (data / "split.csv").read_text() == "old"
+
+
+def test_a_stream_that_runs_out_of_memory_keeps_what_it_did(model, tmp_path, monkeypatch):
+    from usseg.runtime.segmenter import Segmenter
+
+    real, calls = Segmenter.__call__, []
+
+    def running_out(self, image):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError()
+        return real(self, image)
+
+    monkeypatch.setattr(Segmenter, "__call__", running_out)
+    video = write_video(tmp_path / "clip.avi", [frame(i, (48, 64, 3)) for i in range(6)])
+    out = tmp_path / "out"
+    assert stream_main(["--model", str(model), "--source", str(video), "--out", str(out), "--video", "none",
+                        "--device", "cpu", "--policy", "all"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_by"].startswith("out of memory after 2 frames") and summary["processed"] == 2
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
