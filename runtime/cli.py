@@ -197,9 +197,11 @@ def run_command(name: str, argv: list[str] | None = None, prog: str | None = Non
     except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
         log.error("%s", os_error_message(exc))
         return EXIT_SETUP
-    except KeyboardInterrupt:
-        log.error("interrupted (Ctrl-C)")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command handles it so
+        from .interrupt import EXIT_CODES, stopped_by
+
+        log.error("interrupted (%s)", stopped_by(exc))
+        return EXIT_CODES[stopped_by(exc)]
 
 
 def _missing_module(exc: ModuleNotFoundError, name: str) -> int:
