@@ -98,6 +98,17 @@ def test_the_default_budget_refuses_a_32768_square_png_without_decoding_it(tmp_p
     assert read_image(small).shape == (4096, 8)                      # within the budget: read as ever
 
 
+def test_a_file_too_large_to_hold_a_frame_within_the_budget_is_not_read(tmp_path, decodes):
+    path = tmp_path / "padded.png"
+    with open(path, "wb") as f:
+        f.write(png_header_claiming(2, 2))
+        f.truncate(imageio.FILE_SLACK + 8 * 100 + 1)   # sparse: nothing really written
+    with pytest.raises(imageio.FrameTooLarge, match=r"padded.png: a file of 16,778,017 bytes is larger than an image "
+                                                    r"within the limit of 100 pixels per frame can be"):
+        read_image(path, max_pixels=100)
+    assert decodes == []
+
+
 def test_a_dicom_over_the_budget_is_refused_before_its_pixels_are_decoded(model, tmp_path, monkeypatch):
     import pydicom.pixels
 
