@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 from usseg.runtime.cli import add_model_option, alias_main
 from usseg.runtime.errors import UsageError
-from usseg.runtime.fileio import output_lock
 
 from .errors import ExportError, VerificationError  # noqa: F401  (kept importable from here)
 from .pipeline import ExportOptions, export
@@ -81,11 +79,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
-    with ExitStack() as locks:  # one run at a time writes into the model's folder and the Triton repository
-        for folder in (opts.out.parent, opts.triton):
-            if folder is not None:
-                locks.enter_context(output_lock(folder, "usseg export"))
-        figures = export(opts)
+    figures = export(opts)
     print(summary(opts.out, figures))
     return 0
 
