@@ -76,6 +76,14 @@ def not_a_file(path: Path, kind: str) -> str:
     return f"{path}: not a regular file (a pipe, socket or device)" if path.exists() else f"{path}: {kind} file not found"
 
 
+def check_model_file(path: Path | None) -> None:
+    """--model, when given, is a regular file (a folder, a pipe that would block the read, or a
+    looping link is named as such before anything starts); a missing one is left to the model
+    loader, which names it."""
+    if path is not None and (path.exists() or path.is_symlink()) and not path.is_file():
+        raise ImageError(not_a_file(path, "model").replace(f"{path}:", f"--model {path}:", 1))
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image file as stored: [H, W] grey or [H, W, 3|4] BGR(A), uint8 or uint16.
 

@@ -32,7 +32,7 @@ from .cli import add_device_option, add_engine_options, add_out_option, alias_ma
 from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 from .fileio import output_lock, write_json, write_png
-from .imageio import DEFAULT_MAX_PIXELS, add_max_pixels_option
+from .imageio import DEFAULT_MAX_PIXELS, add_max_pixels_option, check_model_file
 from .interrupt import EXIT_CODES, stop_signals, stopped_by
 from .overlay import draw_overlay
 from .preprocess import FrameError
@@ -169,6 +169,7 @@ def _timing_summary(records: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model_file(args.model)
     if args.spacing is not None and not (math.isfinite(args.spacing) and args.spacing > 0):
         raise UsageError(f"--spacing {args.spacing}: must be a number > 0 (mm per pixel)")
     unlisted: list[tuple[str, str]] = []

@@ -30,7 +30,7 @@ from .cli import add_device_option, add_engine_options, add_model_option, add_ou
 from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError, UssegError, WriteError
 from .fileio import atomic_path, make_dirs, output_lock
-from .imageio import add_max_pixels_option
+from .imageio import add_max_pixels_option, check_model_file
 from .interrupt import stop_signals, stopped_by
 from .overlay import draw_overlay
 from .provenance import provenance
@@ -72,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model loads."""
+    check_model_file(args.model)
     check_token(args.token)
     if args.smooth is not None and not 0 < args.smooth <= 1:
         raise UsageError(f"--smooth {args.smooth}: alpha must be in (0, 1]")

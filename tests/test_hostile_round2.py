@@ -125,6 +125,26 @@ def test_links_that_loop_pipes_and_folders_are_named_for_what_they_are(model, tm
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("kind, words", [
+    ("folder", "a folder, not a file"),
+    ("pipe", "not a regular file (a pipe, socket or device)"),
+    ("loop", "a symbolic link that leads nowhere (broken, or a loop)"),
+])
+def test_a_model_that_is_not_a_file_is_named_before_anything_starts(tmp_path, capsys, kind, words):
+    model = tmp_path / "model.onnx"
+    if kind == "folder":
+        model.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(model)                             # reading it would block for ever
+    else:
+        model.symlink_to(model)
+    cv2.imwrite(str(tmp_path / "a.png"), frame(1))
+    assert infer_main(["--model", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]) == 2
+    assert stream_main(["--model", str(model), "--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"error: --model {model}: {words}") == 2 and not (tmp_path / "out").exists()
+
+
 def test_unicode_paths_and_a_folder_named_like_an_option(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "--help"
