@@ -33,7 +33,7 @@ from .dicom import calibration_for
 from .errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 from .fileio import output_lock, write_json, write_png
 from .imageio import DEFAULT_MAX_PIXELS, add_max_pixels_option, check_model_file
-from .interrupt import EXIT_CODES, stop_signals, stopped_by
+from .interrupt import EXIT_CODES, stop_point, stop_signals, stopped_by
 from .overlay import draw_overlay
 from .preprocess import FrameError
 from .provenance import provenance
@@ -103,8 +103,8 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
                 failures: list[dict] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Segment every frame of every file; returns the results.json document. A file that cannot
     be read, segmented or written, or that runs out of memory, is a failure of that file alone:
-    reported, listed, skipped. Ctrl-C or SIGTERM ends the loop; what is done is still returned
-    (``interrupted`` names the signal)."""
+    reported, listed, skipped. Ctrl-C or SIGTERM ends the loop (SIGTERM between frames, under
+    stop_signals(deferred=True)); what is done is still returned (``interrupted`` names the signal)."""
     records: list[dict] = []
     failures = list(failures or [])
     outputs: dict[str, list[str]] = {}
@@ -112,11 +112,15 @@ def infer_files(seg: Segmenter, files: list[Path], out: Path, save_masks: bool, 
     interrupted = None
     try:
         for index, path in enumerate(tqdm(files, desc="usseg predict", unit="img", disable=quiet)):
+            stop_point()
             try:
                 frames = read_frames(path, max_pixels)
                 calibration = calibration_for(seg.spacing_mm, path)
                 written: list[str] = []
                 for n, (stem, frame) in enumerate(zip(names.claim(path, len(frames)), frames)):
+                    if n:  # a stop between the frames of a cine lists the frames done with their files
+                        outputs[str(path)] = written
+                        stop_point()
                     result = calibration.apply(seg(frame))
                     files_of_frame = {"overlay": f"{stem}_overlay.png"}
                     write_png(out / files_of_frame["overlay"], draw_overlay(frame, result))
@@ -179,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"no input images found in {args.inputs}" + (f" ({reasons})" if reasons else ""))
     for _, message in unlisted:
         log.error("skipped: %s", message)
-    with output_lock(args.out, "usseg predict"), stop_signals():
+    with output_lock(args.out, "usseg predict"), stop_signals(deferred=True):
         seg = open_segmenter(args)
         doc = infer_files(seg, files, args.out, args.save_masks, quiet=args.no_progress or args.quiet > 0,
                           failures=[{"file": item, "error": message} for item, message in unlisted],

@@ -319,6 +319,8 @@ def test_sigterm_stops_predict_like_ctrl_c_with_results_json(model, tmp_path, ma
     assert done.returncode == 143, done.stderr
     doc = json.loads((out / "results.json").read_text())
     assert doc["interrupted"] is True and doc["stopped_by"] == "SIGTERM" and 3 <= len(doc["frames"]) < 400
+    # the stop came between two files: every overlay written is listed, every frame listed has its overlay
+    assert sorted(p.name for p in out.glob("*_overlay.png")) == sorted(r["overlay"] for r in doc["frames"])
     assert f"error: stopped (SIGTERM) after {len(doc['frames'])} frames; wrote {out / 'results.json'}" in done.stderr
     assert no_traceback(done.stderr) and not (out / fileio.LOCK_NAME).exists()
 
