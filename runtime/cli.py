@@ -180,21 +180,39 @@ def _description(module, cmd: Command) -> str:
 
 def run_command(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` for one subcommand and run it: the exit-code rule in one place."""
-    parser = build_parser(name, prog)
+    try:
+        parser = build_parser(name, prog)
+    except ModuleNotFoundError as exc:  # the stage's extra is not installed (--help included)
+        setup_logging()
+        return _missing_module(exc, name)
     args = parser.parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     module = importlib.import_module(command(name).module)
     try:
         return int(module.run(args))
+    except ModuleNotFoundError as exc:  # an extra a stage imports only when it runs
+        return _missing_module(exc, name)
     except UssegError as exc:
         log.error("%s", exc)
         return exc.exit_code
     except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
         log.error("%s", os_error_message(exc))
         return EXIT_SETUP
-    except KeyboardInterrupt:
-        log.error("interrupted (Ctrl-C)")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command handles it so
+        from .interrupt import EXIT_CODES, stopped_by
+
+        log.error("interrupted (%s)", stopped_by(exc))
+        return EXIT_CODES[stopped_by(exc)]
+
+
+def _missing_module(exc: ModuleNotFoundError, name: str) -> int:
+    from .extras import missing_extra
+
+    missing = missing_extra(exc, name)
+    if missing is None:
+        raise exc
+    log.error("%s", missing)
+    return missing.exit_code
 
 
 def os_error_message(exc: OSError) -> str:

@@ -18,14 +18,19 @@ marked with their rank.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from usseg.runtime.cli import add_device_option, add_out_option, alias_main
-from usseg.runtime.errors import UsageError, UssegError
+from usseg.runtime.contract import ContractError
+from usseg.runtime.errors import EXIT_SOME_FAILED, UsageError, UssegError, WriteError
+from usseg.runtime.fileio import output_lock
+from usseg.runtime.interrupt import EXIT_CODES, stop_signals, stopped_by
 
 from .config import DEVICES, PROFILES, TrainConfig, resolve_config
 
@@ -95,34 +100,86 @@ def prepare(args: argparse.Namespace, started: float) -> tuple[TrainConfig, list
     return cfg, plan.candidates, on_fit
 
 
+def check_paths(out: Path, data: Path) -> None:
+    """--out and --data, before anything is loaded: the run folder is a folder of its own."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    run, data_dir = Path(os.path.realpath(out)), Path(os.path.realpath(data))
+    if run == data_dir or data_dir in run.parents:
+        raise UsageError(f"--out {out}: is {'the' if run == data_dir else 'inside the'} --data folder {data}; "
+                         f"the run's files would mix with the data set: give a folder outside it")
+
+
+def check_classes(data: Path, cfg: TrainConfig | None) -> None:
+    """classes.json names classes a model can carry (names, how many), read before any frame."""
+    from usseg.train.loop import make_contract
+    from usseg.train.maskfolder import read_classes
+
+    path = data / "classes.json"
+    if not data.is_dir():
+        return  # the data set's own check names it
+    classes = read_classes(path)
+    try:
+        make_contract(cfg or TrainConfig(), classes, {})
+    except ContractError as exc:
+        raise UsageError(f"{path}: {str(exc).replace('contract field ', '')}") from None
+
+
+def check_masks(data: Path) -> None:
+    """Some training mask holds a structure (read until the first that does): a data set whose
+    masks are all background trains a model that finds nothing, and no best.pt."""
+    from usseg.train.io import read_image
+    from usseg.train.maskfolder import open_mask_folder
+
+    folder = open_mask_folder(data)
+    ids = folder.ids("train")
+    if ids and not any(read_image(folder.mask_path(item)).any() for item in ids):
+        raise UsageError(f"{data / 'masks'}: all {len(ids)} training masks are empty (background only): there is "
+                         f"nothing to learn; check the annotations, or the class indices the masks use")
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    check_paths(args.out, args.data)
     # torch and MONAI load here, after the arguments are checked
     from .budget import parse_duration
     from .loop import train
     from .run_folder import check_run_folder, resume_hint
 
+    main_rank = os.environ.get("RANK") in (None, "0")  # under torchrun only rank 0 writes, and locks
     try:  # a configuration that makes no sense here (a field, a device): one line, exit code 2
         budget_s = parse_duration(args.budget) if args.budget is not None else None
         if budget_s is not None and args.epochs is not None:
             raise UsageError("--budget and --epochs both set the length of the run; give one of them")
-        check_run_folder(args.out, args.resume, args.overwrite)
-        cfg, candidates, on_fit = prepare(args, started)
-        summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress, budget_s=budget_s, candidates=candidates,
-                        started=started, on_fit=on_fit)
+        planned = args.profile is None and args.config is None and args.plan is None and not args.resume
+        check_classes(args.data, None if planned else config_from_args(args))
+        check_masks(args.data)
+        with output_lock(args.out, "usseg train") if main_rank else contextlib.nullcontext(), stop_signals():
+            check_run_folder(args.out, args.resume, args.overwrite)
+            cfg, candidates, on_fit = prepare(args, started)
+            summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
+                            progress=not args.no_progress, budget_s=budget_s, candidates=candidates,
+                            started=started, on_fit=on_fit)
     except ValueError as exc:
         if isinstance(exc, UssegError):
             raise
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        log.error("%s", resume_hint(args.out, args.data))
-        return 130
+    except WriteError as exc:
+        log.error("%s", resume_hint(args.out, args.data, str(exc)))
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt as exc:
+        how = stopped_by(exc)
+        log.error("%s", resume_hint(args.out, args.data, "interrupted" if how == "Ctrl-C" else f"stopped ({how})"))
+        return EXIT_CODES[how]
     best = summary["best_mean_val_dice"]
     log.info("done in %.0f s: best mean val Dice %s at epoch %s; checkpoints in %s",
              summary["total_seconds"], "-" if best is None else f"{best:.4f}",
              "-" if summary["best_epoch"] is None else summary["best_epoch"] + 1, args.out)
-    log.info("next: usseg evaluate --model %s --data %s", args.out / "best.pt", args.data)
+    if (args.out / "best.pt").is_file():
+        log.info("next: usseg evaluate --model %s --data %s", args.out / "best.pt", args.data)
+    else:
+        log.warning("no best.pt: no validation gave a mean val Dice (is any structure present in the val "
+                    "frames?); %s holds the last epoch", args.out / "last.pt")
     return 0
 
 
