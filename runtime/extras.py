@@ -9,7 +9,8 @@ from .errors import UssegError
 EXTRAS = {
     "torch": "train", "monai": "train", "albumentations": "train", "iterstrat": "train", "scipy": "train",
     "skimage": "train", "tensorboard": "train", "onnxscript": "train", "matplotlib": "train", "markdown": "train",
-    "nh3": "train", "onnxruntime": "cpu", "pydicom": "dicom", "tritonclient": "triton", "numba_cuda": "gpu",
+    "nh3": "train", "sklearn": "train", "pycocotools": "train", "defusedxml": "train", "onnxruntime": "cpu",
+    "pydicom": "dicom", "nibabel": "nifti", "tritonclient": "triton", "numba_cuda": "gpu",
 }
 
 
