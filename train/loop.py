@@ -41,7 +41,7 @@ from usseg.runtime.provenance import usseg_version
 
 from .augment import Augmenter, offline_copies
 from .budget import RESERVE, Clock
-from .budget_fit import describe_model, fit_to_budget, fit_to_deadline
+from .budget_fit import fit_to_budget, fit_to_deadline
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -58,7 +58,7 @@ from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
 from .metrics import by_class, json_number, mean_dice
-from .model import build_model
+from .model import build_model, describe_model
 from .run_folder import check_run_folder, clean_temporaries, clear_run
 from .schedule import EpochSchedule
 from .steps import resolve_device, train_epoch, validate
