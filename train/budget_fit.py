@@ -98,7 +98,7 @@ def fit_network(trainer: Trainer, seconds: float, options: list[dict[str, Any]],
     val_batches = math.ceil(len(trainer.val_set) / cfg.batch_size)
     timer, timed = _timer(trainer), timed or {}
     index, timings = choose_network(range(len(options)), lambda i: timed.get(i) or timer(options[i]), track,
-                                    steps_per_epoch)
+                                    steps_per_epoch, MIN_STEPS)
     timing = timings[index]
     size = size_run(seconds, timing, steps_per_epoch, val_batches, validations)
     track_steps = int(track / timing.step_s)

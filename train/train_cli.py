@@ -4,7 +4,9 @@
                 [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--seed S] [--resume | --overwrite]
 
 Without --profile, --config or --plan the run is planned from the data (as ``usseg plan`` does;
-RUN/fingerprint.json and RUN/plan.json say what was measured and why each value was chosen).
+RUN/fingerprint.json and RUN/plan.json say what was measured and why each value was chosen), and
+with --budget the configuration is chosen by trial on val among candidates proposed from the data,
+the plain script's always among them (trials.py; RUN/trials.json, RUN/trials/<name>/).
 --budget fits the network and the epochs to that much wall time on this machine, by timing real
 training steps first; without it the plan's or the profile's epochs are trained. The configuration
 is the plan or profile, then the --config file, then the flags given here. With --resume and none
@@ -21,6 +23,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +78,13 @@ def plan_candidates(path: Path) -> list[dict[str, Any]] | None:
     return candidates or None
 
 
-def prepare(args: argparse.Namespace, started: float) -> tuple[TrainConfig, list[dict[str, Any]] | None, Any]:
+def prepare(args: argparse.Namespace, started: float) -> tuple[TrainConfig, list[dict[str, Any]] | None, Any, Any]:
     """(configuration, budget candidates, a callback that writes RUN/plan.json once the budget has
-    fitted the run, or None)."""
+    fitted the run, or None, the (fingerprint, plan) when planned from the data, or None)."""
     planned = args.profile is None and args.config is None and args.plan is None and not args.resume
     if not planned:
         cfg = config_from_args(args)
-        return cfg, plan_candidates(args.plan) if args.plan is not None and args.budget else None, None
+        return cfg, plan_candidates(args.plan) if args.plan is not None and args.budget else None, None, None
     from .plan_cli import plan_data, write_plan
 
     fp, plan = plan_data(args.data, args.device)
@@ -92,7 +95,7 @@ def prepare(args: argparse.Namespace, started: float) -> tuple[TrainConfig, list
         write_plan(args.out, fp, plan, reasons, final)
 
     on_fit(cfg, {})
-    return cfg, plan.candidates, on_fit
+    return cfg, plan.candidates, on_fit, (fp, replace(plan, config=cfg))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,10 +110,15 @@ def run(args: argparse.Namespace) -> int:
         if budget_s is not None and args.epochs is not None:
             raise UsageError("--budget and --epochs both set the length of the run; give one of them")
         check_run_folder(args.out, args.resume, args.overwrite)
-        cfg, candidates, on_fit = prepare(args, started)
-        summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress, budget_s=budget_s, candidates=candidates,
-                        started=started, on_fit=on_fit)
+        cfg, candidates, on_fit, planned = prepare(args, started)
+        if planned is not None and budget_s is not None:  # nothing chosen by hand: choose by trial on val
+            from .trials import train_by_trial
+            summary = train_by_trial(*planned, args.data, args.out, budget_s, started, _overrides(args),
+                                     progress=not args.no_progress)
+        else:
+            summary = train(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
+                            progress=not args.no_progress, budget_s=budget_s, candidates=candidates,
+                            started=started, on_fit=on_fit)
     except ValueError as exc:
         if isinstance(exc, UssegError):
             raise
@@ -122,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("done in %.0f s: best mean val Dice %s at epoch %s; checkpoints in %s",
              summary["total_seconds"], "-" if best is None else f"{best:.4f}",
              "-" if summary["best_epoch"] is None else summary["best_epoch"] + 1, args.out)
+    if "trials" in summary:
+        from .trials import summary_lines
+        for line in summary_lines(summary["trials"], args.out):
+            log.info("%s", line)
     log.info("next: usseg evaluate --model %s --data %s", args.out / "best.pt", args.data)
     return 0
 
