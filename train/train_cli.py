@@ -2,13 +2,15 @@
 
     usseg train --data DIR --out RUN [--budget 30m] [--plan FILE | --profile demo|seed|tiny] [--config FILE]
                 [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--seed S] [--resume | --overwrite]
+                [--folds K]
 
 Without --profile, --config or --plan the run is planned from the data (as ``usseg plan`` does;
 RUN/fingerprint.json and RUN/plan.json say what was measured and why each value was chosen), and
 with --budget the configuration is chosen by trial on val among candidates proposed from the data,
 the plain script's always among them (trials.py; RUN/trials.json, RUN/trials/<name>/).
 --budget fits the network and the epochs to that much wall time on this machine, by timing real
-training steps first; without it the plan's or the profile's epochs are trained. The configuration
+training steps first; without it the plan's or the profile's epochs are trained. --folds K trains
+the configuration on K folds of train+val instead (folds.py). The configuration
 is the plan or profile, then the --config file, then the flags given here. With --resume and none
 of --profile, --config, --plan, the run's own RUN/config.json is the base.
 
@@ -51,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_true", help="continue RUN/last.pt at the next epoch")
     run.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--folds", type=int, metavar="K", help="cross-validation: K runs on folds of train+val, "
+                   "RUN/fold_0 ... RUN/fold_K-1, and the mean and spread of their val Dice in RUN/folds.json")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         budget_s = parse_duration(args.budget) if args.budget is not None else None
         if budget_s is not None and args.epochs is not None:
             raise UsageError("--budget and --epochs both set the length of the run; give one of them")
+        if args.folds is not None:
+            from .folds import train_folds
+            return train_folds(args, budget_s, started)
         check_run_folder(args.out, args.resume, args.overwrite)
         cfg, candidates, on_fit, planned = prepare(args, started)
         if planned is not None and budget_s is not None:  # nothing chosen by hand: choose by trial on val
