@@ -3,9 +3,9 @@ the plan where the plan's rules are unsure.
 
     candidates = propose(fingerprint, plan, device)    # plain first, then plan, dynunet, one more
 
-- ``plain``: DESIGN.md's plain script (MONAI UNet 16..256, 2 residual units, 256x256 letterboxed,
-  min-max only, DiceCE, Adam 1e-3 at a constant rate, horizontal flips, batch 8). Always tried,
-  so the trials cannot end below it on val.
+- ``plain``: DESIGN.md's plain script, the ``plain`` profile (MONAI UNet 16..256, 2 residual units,
+  256x256 letterboxed, min-max only, DiceCE, Adam 1e-3 at a constant rate, horizontal flips, batch
+  8). Always tried, so the trials cannot end below it on val.
 - ``plan``: the rules' configuration (plan.py), its width chosen by the budget.
 - ``dynunet``: nnU-Net's network (MONAI DynUNet with deep supervision) at the plan's input, with
   nnU-Net's intensity augmentation (noise, blur, low resolution, gamma) where the fingerprint
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .augment import NNUNET_INTENSITY
-from .config import TrainConfig
+from .config import PROFILES, TrainConfig
 from .fingerprint import Fingerprint
 from .plan import (
     CHANNEL_CAP,
@@ -41,8 +41,7 @@ from .plan import (
     thinnest_at_input,
 )
 
-PLAIN = "plain"
-FLIPS_ONLY = {"flip": 0.5, "affine": 0.0, "elastic": 0.0, "grid": 0.0}
+PLAIN = "plain"  # the candidate and the profile
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,11 @@ class Candidate:
 
 
 def plain_config(base: TrainConfig) -> TrainConfig:
-    """DESIGN.md's plain script, on the same val split, seed and device as ``base``."""
-    return TrainConfig(model="wide", recipe="none", epochs=base.epochs, batch_size=8, lr=1e-3, schedule="none",
-                       val_every=base.val_every, patience=base.patience, patience_start=base.patience_start,
-                       seed=base.seed, num_workers=base.num_workers, augment=True, augmentation=FLIPS_ONLY,
-                       hd_max=0.0, val_fraction=base.val_fraction, device=base.device)
+    """The ``plain`` profile (DESIGN.md's plain script) on the same val split, seed, device and
+    loader as ``base``."""
+    return replace(PROFILES[PLAIN], epochs=base.epochs, val_every=base.val_every, patience=base.patience,
+                   patience_start=base.patience_start, seed=base.seed, num_workers=base.num_workers,
+                   val_fraction=base.val_fraction, device=base.device)
 
 
 def dynunet_network(first: int, unet: dict[str, Any], cap: int) -> dict[str, Any]:
