@@ -5,6 +5,7 @@ run end to end, one won by a candidate that learns against ones that cannot, one
 import json
 import logging
 import math
+import time
 
 import pytest
 import torch
@@ -197,3 +198,28 @@ def test_the_plain_candidate_wins_where_it_is_best(small_data, tmp_path, monkeyp
     assert report["winner"] == PLAIN and report["schedule"]["rounds"] == [3, 2]
     assert report["margins"]["runner_up"]["delta"] > 0.1 and "plain" not in report["margins"]
     assert json.loads((run / "config.json").read_text())["lr"] == 1e-2
+
+
+def test_no_epoch_is_started_without_the_time_for_one(small_data, tmp_path):
+    run = tmp_path / "run"
+    race = trials.Race([Candidate(PLAIN, tiny(**LEARNS), "learns"), Candidate("stuck", tiny(**CANNOT), "stuck")],
+                       small_data, run, budget_s=60.0, started=time.monotonic())
+    threads = torch.get_num_threads()
+    try:
+        race.set_up()
+        trial = race.trials[0]
+        race.run_round(trial, 0, 2.0)
+        assert trial.rounds[0]["epochs"][0] == 1 and trial.score is not None
+        # a later round of no time: the candidate sits it out, its score stands
+        race.run_round(trial, 1, 0.0)
+        assert trial.rounds[1]["epochs"] == [] and trial.rounds[1]["best_mean_val_dice"] == trial.score
+        # no time left for the winner: its trial weights are the run's, and nothing more is trained
+        summary, why, first = trials.go_on(trial, run, time.monotonic(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["epochs_this_session"] == 0 and first == trial.rounds[0]["epochs"][1]
+    assert "for 0 more epochs" in why["epochs"]
+    trial_best = torch.load(run / "trials" / PLAIN / "best.pt", weights_only=True)["model_state_dict"]
+    run_best = torch.load(run / "best.pt", weights_only=True)["model_state_dict"]
+    assert all(torch.equal(trial_best[k], run_best[k]) for k in trial_best)
+    assert json.loads((run / "config.json").read_text())["lr"] == LEARNS["lr"] and (run / "last.pt").is_file()

@@ -36,7 +36,7 @@ from typing import Any
 from .budget import PATIENCE_START, RESERVE, TARGET_VALIDATIONS, Clock, Timing, size_run
 from .budget_fit import choose_threads, fit_network
 from .candidates import PLAIN, Candidate, propose
-from .config import resolve_config
+from .config import TrainConfig, resolve_config
 from .fingerprint import Fingerprint
 from .io import atomic_path, write_json
 from .loop import Trainer
@@ -89,6 +89,7 @@ class Trial:
     candidate: Candidate
     folder: Path
     trainer: Trainer | None = None
+    config: TrainConfig | None = None  # as fitted and last trained (kept once the trainer is let go)
     timing: Timing | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -112,7 +113,7 @@ class Trial:
         return next((r["best_mean_val_dice"] for r in self.rounds if r["round"] == round_index), None)
 
     def to_dict(self) -> dict[str, Any]:
-        config = self.trainer.cfg if self.trainer is not None else self.candidate.config
+        config = self.config or self.candidate.config
         return {"name": self.name, "why": self.candidate.why, "status": self.status, "folder": str(self.folder),
                 "config": config.to_dict(), "rounds": self.rounds, "fit": self.reasons, "error": self.error}
 
@@ -128,6 +129,7 @@ class Race:
         self.trials = [Trial(c, out / TRIALS_DIR / c.name) for c in candidates]
         self.rounds, self.shares = halving_rounds(len(candidates)), round_shares(len(candidates))
         self.threads: str | None = None   # the thread choice, made once on the first candidate
+        self.warned = False               # the budget-too-short warning is given once
         self.trials_seconds = 0.0
 
     def track_seconds(self) -> float:
@@ -136,7 +138,8 @@ class Race:
 
     def allot(self, share: float, work_left: float) -> float:
         """Seconds for a step worth ``share`` of the budget, of ``work_left`` (shares) still to do:
-        what is left of the budget, in proportion, so an overrun shortens everything after it."""
+        what is left of the budget, in proportion, so an overrun shortens the rounds after it and
+        the winner's rest."""
         left = self.deadline - time.monotonic()
         return max(left, 0.0) * share / work_left
 
@@ -146,10 +149,11 @@ class Race:
         self.set_up()
         racing = [t for t in self.trials if t.error is None]
         for r, share in enumerate(self.shares):
-            for i, trial in enumerate(racing):
-                later = sum(k * s for k, s in zip(self.rounds[r + 1:], self.shares[r + 1:]))
-                work_left = (len(racing) - i) * share + later + 1 - TRIAL_SHARE
-                self.run_round(trial, r, self.allot(share, work_left))
+            # the same seconds for every candidate of a round, from what is left when it starts
+            later = sum(k * s for k, s in zip(self.rounds[r + 1:], self.shares[r + 1:]))
+            seconds = self.allot(share, len(racing) * share + later + 1 - TRIAL_SHARE)
+            for trial in racing:
+                self.run_round(trial, r, seconds)
             keep = self.rounds[r + 1] if r + 1 < len(self.rounds) else 1
             scored = [(t.name, t.score) for t in racing]
             kept = advance(scored, keep)
@@ -171,7 +175,9 @@ class Race:
 
     def run_round(self, trial: Trial, r: int, seconds: float) -> None:
         """Round ``r`` (0-based) of ``trial`` in ``seconds``: a new trainer fitted to them, or the
-        one it has going on. An error drops the candidate; it is logged and recorded."""
+        one it has going on. After the first round a candidate whose seconds do not hold one more
+        epoch sits the round out (its score stands). An error drops the candidate; it is logged
+        and recorded."""
         start = time.monotonic()
         deadline = start + seconds
         first = 0 if trial.trainer is None else trial.trainer.epoch + 1
@@ -183,12 +189,16 @@ class Race:
                 trial.reasons, trial.timing = fit_network(
                     trial.trainer, max(deadline - time.monotonic(), 0.0), widths, track_seconds=self.track_seconds(),
                     validations=ROUND_VALIDATIONS, early_stop=False, timed=trial.timed)
-            else:
-                self._extend(trial, deadline - time.monotonic(), first)
+            elif not self._extend(trial, deadline - time.monotonic(), first):
+                log.info("trial %s sits out round %d: %.0f s do not hold one epoch (%.0f s)", trial.name, r + 1,
+                         seconds, epoch_seconds(trial.trainer, trial.timing))
             trainer = trial.trainer
-            trainer.clock = Clock(deadline, max_epochs=trainer.cfg.epochs)
-            log.info("trial %s, round %d: %.0f s from epoch %d", trial.name, r + 1, seconds, first + 1)
-            trainer.run()
+            trial.config = trainer.cfg
+            if trainer.cfg.epochs > first:
+                trainer.clock = Clock(deadline, max_epochs=trainer.cfg.epochs)
+                log.info("trial %s, round %d: %.0f s from epoch %d", trial.name, r + 1, seconds, first + 1)
+                trainer.run()
+                trial.config = trainer.cfg
         except Exception as exc:  # noqa: BLE001  (any failure of one candidate drops it, reported; the others go on)
             trial.error, trial.exception = f"{type(exc).__name__}: {exc}", exc
             trial.status = f"failed in round {r + 1}"
@@ -196,8 +206,14 @@ class Race:
             log.warning("trial %s failed in round %d and is dropped: %s", trial.name, r + 1, trial.error)
         trainer = trial.trainer
         done = trainer.epoch + 1 - first if trainer is not None else 0
+        took = time.monotonic() - start
+        if r == 0 and trainer is not None and took > 1.5 * seconds and not self.warned:
+            self.warned = True
+            log.warning("the budget is short for trials on this machine: %s's share was %.0f s and its first "
+                        "epoch alone took longer (%.0f s); give a longer --budget for a fair choice", trial.name,
+                        seconds, took)
         trial.rounds.append({
-            "round": r + 1, "seconds": round(time.monotonic() - start, 1), "allotted_seconds": round(seconds, 1),
+            "round": r + 1, "seconds": round(took, 1), "allotted_seconds": round(seconds, 1),
             "epochs": [first + 1, first + done] if done else [],
             "steps": done * _batches(trainer)[0] if trainer is not None else 0,
             "best_mean_val_dice": json_number(trainer.best_score) if trainer is not None else None,
@@ -225,14 +241,17 @@ class Race:
             first.trainer = None
             log.warning("trial %s failed to start and is dropped: %s", first.name, first.error)
 
-    def _extend(self, trial: Trial, seconds: float, first: int) -> None:
-        """Plan ``seconds`` more epochs for a trial's trainer, timed from its last round."""
+    def _extend(self, trial: Trial, seconds: float, first: int) -> bool:
+        """Plan ``seconds`` more epochs for a trial's trainer, timed from its last round; False
+        (and nothing planned) when they do not hold one epoch."""
         trainer = trial.trainer
-        timing = measured_timing(trainer, trial.timing)
-        size = size_run(max(seconds, 0.0), timing, *_batches(trainer), ROUND_VALIDATIONS)
+        trial.timing = measured_timing(trainer, trial.timing)
+        if seconds < epoch_seconds(trainer, trial.timing):
+            return False
+        size = size_run(seconds, trial.timing, *_batches(trainer), ROUND_VALIDATIONS)
         trainer.cfg = replace(trainer.cfg, val_every=size.val_every)
         trainer.set_epochs(first + size.epochs)
-        trial.timing = timing
+        return True
 
     def write(self, final: dict[str, Any] | None = None) -> None:
         write_json(self.out / "trials.json", self.report(final))
@@ -257,6 +276,12 @@ def _batches(trainer: Trainer) -> tuple[int, int]:
     """(training steps per epoch, validation batches)."""
     batch = trainer.cfg.batch_size
     return math.ceil(len(trainer.train_set) / batch), math.ceil(len(trainer.val_set) / batch)
+
+
+def epoch_seconds(trainer: Trainer, timing: Timing) -> float:
+    """Estimated seconds of one epoch with its validation."""
+    steps, val_batches = _batches(trainer)
+    return steps * timing.step_s + val_batches * timing.val_batch_s
 
 
 def measured_timing(trainer: Trainer, timed: Timing | None) -> Timing:
@@ -325,7 +350,7 @@ def train_by_trial(fp: Fingerprint, plan: Plan, data: Path, out: Path, budget_s:
     summary["total_seconds"] = round(time.monotonic() - started, 1)
     summary["budget"] = {"seconds": round(budget_s, 1), "reasons": why_final,
                          "fitted_epochs": winner.trainer.clock.max_epochs, "epochs": winner.trainer.cfg.epochs}
-    final = {"epochs": [first + 1, summary["last_epoch"] + 1],
+    final = {"epochs": [first + 1, summary["last_epoch"] + 1] if summary["last_epoch"] >= first else [],
              "best_mean_val_dice": summary["best_mean_val_dice"], "best_epoch": summary["best_epoch"]}
     summary["trials"] = race.report(final)
     winner.trainer.write_metrics(summary)
@@ -343,26 +368,31 @@ def go_on(winner: Trial, out: Path, deadline: float, progress: bool) -> tuple[di
     early stopping; best.pt starts as its trial's best. Returns (its summary, the reasons, the
     first epoch it trained here, 0-based)."""
     trainer = winner.trainer
-    if (winner.folder / "best.pt").is_file():
-        copy_checkpoint(winner.folder / "best.pt", out / "best.pt")
+    for name in ("best.pt", "last.pt"):
+        if (winner.folder / name).is_file():
+            copy_checkpoint(winner.folder / name, out / name)
     trainer.out, trainer.progress = out, progress
     left = max(deadline - time.monotonic(), 0.0) * (1 - RESERVE)  # a little kept for the last writes
     timing = measured_timing(trainer, winner.timing)
     size = size_run(left, timing, *_batches(trainer), TARGET_VALIDATIONS)
+    more = size.epochs if left >= epoch_seconds(trainer, timing) else 0  # the budget is the budget
     first = trainer.epoch + 1
     trainer.cfg = replace(trainer.cfg, val_every=size.val_every, patience=size.patience,
                           patience_start=PATIENCE_START)
-    trainer.set_epochs(first + size.epochs)
+    trainer.set_epochs(first + more)
     trainer.clock = Clock(deadline, max_epochs=trainer.cfg.epochs)
     why = {
-        "epochs": (f"{winner.name} goes on from its trial weights (epoch {first}) for {size.epochs} more epochs "
+        "epochs": (f"{winner.name} goes on from its trial weights (epoch {first}) for {more} more epochs "
                    f"at {timing.step_s:.3f} s per step, to fill the {left / 60:.1f} min left"),
         "val_every": f"every {size.val_every} epochs: about {TARGET_VALIDATIONS} validations in the rest",
         "patience": (f"stop after {size.patience} validations without a better mean val Dice (30 %), "
                      f"not before {PATIENCE_START:.0%} of the epochs"),
     }
     log.info("%s", why["epochs"])
-    return trainer.run(), why, first
+    if more:
+        return trainer.run(), why, first
+    write_json(out / "config.json", trainer.cfg.to_dict())
+    return trainer.summary(first, 0.0, False), why, first
 
 
 def choice_line(report: dict[str, Any]) -> str:
@@ -384,8 +414,9 @@ def summary_lines(report: dict[str, Any], out: Path) -> list[str]:
     lines.append(choice_line(report))
     final, plain = report.get("final") or {}, next((c for c in report["candidates"] if c["name"] == PLAIN), None)
     if final:
-        line = (f"{report['winner']} went on from its trial weights, epochs {final['epochs'][0]}-{final['epochs'][1]}: "
-                f"best mean val Dice {_fmt(final['best_mean_val_dice'])}")
+        went_on = (f"went on from its trial weights, epochs {final['epochs'][0]}-{final['epochs'][1]}" if final["epochs"]
+                   else "had no time left to go on from its trial weights")
+        line = f"{report['winner']} {went_on}: best mean val Dice {_fmt(final['best_mean_val_dice'])}"
         best_plain = plain["rounds"][-1]["best_mean_val_dice"] if plain and plain["rounds"] else None
         if plain is not None and plain["name"] != report["winner"] and best_plain is not None and \
                 final["best_mean_val_dice"] is not None:
