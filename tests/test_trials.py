@@ -223,3 +223,13 @@ def test_no_epoch_is_started_without_the_time_for_one(small_data, tmp_path):
     run_best = torch.load(run / "best.pt", weights_only=True)["model_state_dict"]
     assert all(torch.equal(trial_best[k], run_best[k]) for k in trial_best)
     assert json.loads((run / "config.json").read_text())["lr"] == LEARNS["lr"] and (run / "last.pt").is_file()
+
+
+def test_trials_refuse_many_processes(small_data, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    code = main(["--data", str(small_data), "--out", str(tmp_path / "run"), "--budget", "1m", "--device", "cpu",
+                 "--no-progress"])
+    assert code == 2 and "trials on val run in one process" in caplog.text
+    assert not (tmp_path / "run" / "trials").exists()

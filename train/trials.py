@@ -38,7 +38,8 @@ from .budget_fit import choose_threads, fit_network
 from .candidates import PLAIN, Candidate, propose
 from .config import TrainConfig, resolve_config
 from .fingerprint import Fingerprint
-from .io import atomic_path, write_json
+from .distributed import ranks_from_env
+from .io import DataError, atomic_path, write_json
 from .loop import Trainer
 from .metrics import json_number
 from .plan import Device, Plan
@@ -333,6 +334,10 @@ def train_by_trial(fp: Fingerprint, plan: Plan, data: Path, out: Path, budget_s:
     ``overrides`` (the CLI's --seed, --device, --batch-size) apply to every candidate."""
     from .plan_cli import write_plan
 
+    ranks = ranks_from_env()
+    if ranks is not None and ranks[1] > 1:
+        raise DataError("trials on val run in one process: give --profile, --config or --plan (for example a "
+                        "trials run's RUN/plan.json) and --epochs to train on many processes")
     candidates = [replace(c, config=resolve_config(c.config, None, overrides)) for c in
                   propose(fp, plan, Device(**plan.info["device"]))]
     clean_temporaries(out)
