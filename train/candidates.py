@@ -76,7 +76,8 @@ def dynunet_network(first: int, unet: dict[str, Any], cap: int) -> dict[str, Any
             "height": unet["height"], "width": unet["width"]}
 
 
-def _dynunet(fp: Fingerprint, plan: Plan, device: Device, lines: bool) -> Candidate:
+def _dynunet(plan: Plan, device: Device, lines: bool) -> Candidate:
+    """DynUNet widths like the plan's UNet ladder, nnU-Net's intensity set unless ``lines`` (thin structures)."""
     base, cap = plan.config, CHANNEL_CAP[device.kind]
     firsts = sorted({first for first, _ in LADDER[device.kind]})
     widths = [dynunet_network(first, base.model_overrides, cap) for first in firsts]
@@ -125,7 +126,7 @@ def propose(fp: Fingerprint, plan: Plan, device: Device) -> list[Candidate]:
         Candidate(PLAIN, plain_config(base), "DESIGN.md's plain script (UNet 16..256, 2 residual units, 256x256, "
                   "DiceCE, Adam 1e-3, flips, batch 8): always tried, so the choice never ends below it on val"),
         Candidate("plan", base, "the plan's rules (plan.json: reasons)", list(plan.candidates)),
-        _dynunet(fp, plan, device, lines),
+        _dynunet(plan, device, lines),
     ]
     other = _scale_or_rules(fp, plan, device, lines)
     return candidates + ([other] if other is not None else [])

@@ -1,6 +1,6 @@
 """usseg train: train a segmentation model on a mask folder (see usseg prepare).
 
-    usseg train --data DIR --out RUN [--budget 30m] [--plan FILE | --profile demo|seed|tiny] [--config FILE]
+    usseg train --data DIR --out RUN [--budget 30m] [--plan FILE | --profile demo|seed|plain|tiny] [--config FILE]
                 [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--seed S] [--resume | --overwrite]
                 [--folds K]
 
