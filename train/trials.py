@@ -14,8 +14,11 @@ then 15 % more for the best two, then the rest for the winner (55 % in all).
   round goes on from the same weights and optimiser, the rate rising again (a warm restart).
 - The network width of a candidate is chosen, as a budget chooses it (budget.py), for the time
   it would train if it won, not for the trial alone.
-- All time is counted: planning, loading, timing and every trial come out of the one budget;
-  each share is taken from what is left when it starts, so an overrun shortens what follows.
+- All time is counted: planning, loading, timing and every trial come out of the one budget.
+  A round's seconds, the same for each of its candidates, are taken from what is left when it
+  starts, so an overrun shortens the later rounds and the winner's rest; after the first round a
+  candidate whose seconds do not hold one epoch sits the round out, and the winner trains no
+  epoch it has no time for.
 - Ties go to the candidate listed first (plain comes first); a candidate that fails (an error
   while it trains) is reported with its error and dropped.
 - ``RUN/trials.json`` records the schedule, every candidate's configuration, every round (time,
@@ -37,8 +40,8 @@ from .budget import PATIENCE_START, RESERVE, TARGET_VALIDATIONS, Clock, Timing, 
 from .budget_fit import choose_threads, fit_network
 from .candidates import PLAIN, Candidate, propose
 from .config import TrainConfig, resolve_config
-from .fingerprint import Fingerprint
 from .distributed import ranks_from_env
+from .fingerprint import Fingerprint
 from .io import DataError, atomic_path, write_json
 from .loop import Trainer
 from .metrics import json_number
