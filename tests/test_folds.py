@@ -80,3 +80,19 @@ def test_cli_folds_write_k_runs_and_their_spread(tmp_path):
     stamp = (run / "fold_1" / "last.pt").stat().st_mtime_ns
     assert main(args[:-3] + ["--resume", "--no-progress"]) == 0
     assert (run / "fold_1" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_cli_folds_keep_groups_together(tmp_path):
+    data = make_mask_folder(tmp_path / "data", n=12, height=32, width=48, test=2)
+    table = tmp_path / "groups.csv"
+    groups = {f"f{i:02d}": f"sweep{i // 2}" for i in range(12)}  # five sweeps of two frames in train+val
+    table.write_text("id,group\n" + "".join(f"{i},{g}\n" for i, g in groups.items()))
+    run = tmp_path / "cv"
+    common = ["--data", str(data), "--profile", "tiny", "--epochs", "1", "--no-progress"]
+    assert main(common + ["--out", str(run), "--folds", "2", "--groups", str(table)]) == 0
+    report = json.loads((run / "folds.json").read_text())
+    assert report["groups"] == 5
+    sides = [{groups[i] for i in r["val_ids"]} for r in report["runs"]]
+    assert not sides[0] & sides[1] and len(sides[0] | sides[1]) == 5   # every sweep in one fold
+    # groups shape folds only: a plain run is grouped by usseg prepare
+    assert main(common + ["--out", str(tmp_path / "r2"), "--groups", str(table)]) == 2

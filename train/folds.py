@@ -1,6 +1,7 @@
 """Cross-validation: K runs of one configuration on folds of train+val; the test split is never used.
 
     usseg train --data DIR --out RUN --folds 5 [--budget 1h] [--profile P | --config F | --plan F]
+                [--groups FILE.csv | --group-pattern REGEX]
 
 ``RUN/fold_<k>/`` is a normal run folder (config.json, best.pt, last.pt, metrics.json, tb/),
 trained on the other folds and validated on fold k; ``RUN/folds.json`` lists each fold's val
@@ -10,9 +11,10 @@ without trials (the profile, config file or plan given, else the plan made from 
 a budget, each fold gets an equal share of what is left when it starts, and the network fitted
 to the first fold's share is kept for the others, so that every fold trains the same network.
 
-Folds are stratified on class presence (iterstrat's MultilabelStratifiedKFold). Where frames
-carry a group (patient, sweep), every group stays in one fold, stratified as far as the groups
-allow (scikit-learn's StratifiedGroupKFold on the class-presence pattern).
+Folds are stratified on class presence (iterstrat's MultilabelStratifiedKFold). With groups (a
+patient, a sweep; given as ``usseg prepare`` takes them, groups.py), every group stays in one
+fold, stratified as far as the groups allow (scikit-learn's StratifiedGroupKFold on the
+class-presence pattern).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import numpy as np
 from usseg.runtime.errors import UsageError
 
 from .config import PROFILES, resolve_config
+from .groups import frame_groups
 from .io import DataError, write_json
 from .maskfolder import MaskFolder, open_mask_folder
-from .splits import presence_matrix
+from .splits import _pattern_labels, presence_matrix
 
 log = logging.getLogger("usseg.train")
 
@@ -59,8 +62,8 @@ def fold_split(ids: list[str], presence: np.ndarray, k: int, seed: int = FOLD_SE
         from sklearn.model_selection import StratifiedGroupKFold
 
         groups = [groups[i] for i in order]
-        pattern = presence @ (2 ** np.arange(presence.shape[1]))  # one label per class-presence pattern
-        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, pattern, groups)
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            x, _pattern_labels(presence), groups)
     return [sorted(ids[i] for i in val) for _, val in splits]
 
 
@@ -95,14 +98,18 @@ def spread(values: list[float]) -> dict[str, float | None]:
             "max": round(float(v.max()), 4)}
 
 
-def train_folds(args: argparse.Namespace, budget_s: float | None, started: float,
-                groups: dict[str, str] | None = None) -> int:
-    """``usseg train --folds K``: every fold's run, then RUN/folds.json and the summary lines."""
+def train_folds(args: argparse.Namespace, budget_s: float | None, started: float) -> int:
+    """``usseg train --folds K [--groups FILE.csv | --group-pattern REGEX]``: every fold's run,
+    then RUN/folds.json and the summary lines."""
     from .loop import train
     from .train_cli import prepare
 
     k, out = args.folds, args.out
     folder = open_mask_folder(args.data)
+    groups = None
+    if args.groups is not None or args.group_pattern is not None:
+        ids = folder.ids("train") + folder.ids("val")
+        groups = dict(zip(ids, frame_groups(ids, args.groups, args.group_pattern)))
     parts = fold_parts(folder, k, groups=groups)
     runs = [out / f"fold_{i}" for i in range(k)]
     if not args.resume and not args.overwrite:
@@ -141,7 +148,7 @@ def train_folds(args: argparse.Namespace, budget_s: float | None, started: float
                         "best_mean_val_dice": summary.get("best_mean_val_dice"),
                         "best_val_dice": summary.get("best_val_dice", {}), "best_epoch": summary.get("best_epoch")})
         log.info("fold %d: best mean val Dice %s", i, _fmt(summary.get("best_mean_val_dice")))
-    report = {"folds": k, "seed": FOLD_SEED, "grouped": groups is not None,
+    report = {"folds": k, "seed": FOLD_SEED, "groups": None if groups is None else len(set(groups.values())),
               "mean_val_dice": spread([r["best_mean_val_dice"] for r in results]),
               "per_class": {c: spread([r["best_val_dice"].get(c) for r in results]) for c in folder.classes[1:]},
               "total_seconds": round(time.monotonic() - started, 1), "runs": results}

@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--folds", type=int, metavar="K", help="cross-validation: K runs on folds of train+val, "
                    "RUN/fold_0 ... RUN/fold_K-1, and the mean and spread of their val Dice in RUN/folds.json")
+    together = p.add_mutually_exclusive_group()
+    together.add_argument("--groups", type=Path, metavar="FILE.csv",
+                          help="with --folds: id,group per frame (a patient, a sweep): every group in one fold")
+    together.add_argument("--group-pattern", metavar="REGEX",
+                          help="with --folds: the group from each id (file stem): the first capture group, or the "
+                               "whole match")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         budget_s = parse_duration(args.budget) if args.budget is not None else None
         if budget_s is not None and args.epochs is not None:
             raise UsageError("--budget and --epochs both set the length of the run; give one of them")
+        if (args.groups is not None or args.group_pattern is not None) and args.folds is None:
+            raise UsageError("--groups and --group-pattern shape the folds of --folds; the split of a data set is "
+                             "grouped by usseg prepare")
         if args.folds is not None:
             from .folds import train_folds
             return train_folds(args, budget_s, started)
