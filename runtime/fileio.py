@@ -88,7 +88,8 @@ def write_png(path: str | os.PathLike, image: Any) -> None:
 @contextmanager
 def replace_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` (whatever
-    was there), else it is deleted and ``path`` is left as it was."""
+    was there), else it is deleted and ``path`` is left as it was. The lock file of a run that holds
+    ``path`` (:func:`output_lock`) moves into the new folder, still held."""
     path = Path(path)
     tmp = None
     try:
@@ -100,6 +101,8 @@ def replace_dir(path: str | os.PathLike) -> Iterator[Path]:
             old = tmp.with_name(tmp.name + ".old")
             path.rename(old)
             tmp.rename(path)
+            if (old / LOCK_NAME).is_file() and not (path / LOCK_NAME).exists():
+                (old / LOCK_NAME).rename(path / LOCK_NAME)  # the run's lock (output_lock) stays held: same file
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(path)

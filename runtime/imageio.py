@@ -16,6 +16,7 @@ FrameTooLarge naming its size and the option that raises the limit.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 from pathlib import Path
 
@@ -100,28 +101,36 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         if size > max_pixels * BYTES_PER_PIXEL + FILE_SLACK:
             raise FrameTooLarge(f"{path}: a file of {size:,} bytes is larger than an image within the limit of "
                                 f"{max_pixels:,} pixels per frame can be ({MAX_PIXELS_OPTION} N to allow more)")
-        width, height = _header_size(path)
-        check_frame_size(path, height, width, max_pixels)
-        data = np.fromfile(str(path), dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        with open(path, "rb") as f:  # opened here, so that an unreadable file is reported as such
+            data = f.read()
     except OSError as exc:  # e.g. a folder on the way that may not be entered
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return decode_image(data, path, max_pixels)
+
+
+def decode_image(data: bytes, where: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An encoded image (a file's bytes, or an image embedded in an annotation file) decoded as
+    :func:`read_image` decodes it: its size read from the header and checked against
+    ``max_pixels`` before any pixel is decoded; ``where`` names it in errors."""
+    width, height = _header_size(data, where)
+    check_frame_size(where, height, width, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageError(f"{path}: not a readable image ({str(exc).strip()[:200]})") from None
+        raise ImageError(f"{where}: not a readable image ({str(exc).strip()[:200]})") from None
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a readable image")
+        raise ImageError(f"{where}: not a readable image")
     if image.shape[:2] != (height, width):  # the header lied; the pixels are what counts from here on
-        check_frame_size(path, *image.shape[:2], max_pixels)
+        check_frame_size(where, *image.shape[:2], max_pixels)
     return image
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+def _header_size(data: bytes, where: object) -> tuple[int, int]:
     """(width, height) from the image header, without decoding; ImageError when it gives none."""
-    with open(path, "rb") as f:  # opened here, so that an unreadable file is reported as such
-        try:
-            width, height = imagesize.get(f)
-        except Exception:  # noqa: BLE001  (a damaged header: whatever the parser raises)
-            width = height = -1
+    try:
+        width, height = imagesize.get(io.BytesIO(data))
+    except Exception:  # noqa: BLE001  (a damaged header: whatever the parser raises)
+        width = height = -1
     if width <= 0 or height <= 0:
-        raise ImageError(f"{path}: not a readable image")  # no PNG, JPEG, TIFF or BMP header giving a size
+        raise ImageError(f"{where}: not a readable image")  # no PNG, JPEG, TIFF or BMP header giving a size
     return int(width), int(height)

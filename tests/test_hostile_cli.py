@@ -16,6 +16,7 @@ import pytest
 from boundary_support import no_traceback, tree_digest
 from hostile_support import lock_held
 
+from usseg.runtime import fileio
 from usseg.runtime.extras import EXTRAS
 from usseg.runtime.view import LiveView
 
@@ -172,3 +173,46 @@ def test_export_on_a_full_disk_names_the_model_file_and_keeps_the_old_one(tmp_pa
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == f"error: {out / 'model.onnx'}: cannot write the model (No space left on device)"
     assert tree_digest(out) == before  # the old model, no temporaries, no lock
+
+
+# -- prepare and extract replace their output folder whole: the lock moves with it ----------------
+def test_prepare_and_extract_refuse_a_folder_another_run_writes_into(tmp_path, tiny_seed_dataset, capsys):
+    from usseg.runtime.extract import main as extract_main
+    from usseg.train.prepare import main as prepare_main
+
+    annotations, images = tiny_seed_dataset
+    out = tmp_path / "data"
+    with lock_held(out, "usseg prepare --out data") as pid:
+        assert prepare_main(["--annotations", str(annotations), "--images", str(images), "--out", str(out)]) == 2
+        assert f"{out}: another usseg run is writing into this folder (pid {pid} on " in capsys.readouterr().err
+        assert extract_main(["--source", str(images / "*.png"), "--out", str(out)]) == 2
+        assert f"(pid {pid} on " in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [fileio.LOCK_NAME]  # nothing of either run
+    assert prepare_main(["--annotations", str(annotations), "--images", str(images), "--out", str(out)]) == 0
+    assert (out / "split.csv").is_file() and not (out / fileio.LOCK_NAME).exists()
+
+
+def test_the_lock_stays_held_when_a_run_replaces_its_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    with fileio.output_lock(out, "usseg prepare"):
+        inode = (out / fileio.LOCK_NAME).stat().st_ino
+        with fileio.replace_dir(out) as tmp:
+            (tmp / "new.txt").write_text("this run")
+        assert sorted(p.name for p in out.iterdir()) == [fileio.LOCK_NAME, "new.txt"]
+        assert (out / fileio.LOCK_NAME).stat().st_ino == inode  # the same file: the flock is still ours
+        with pytest.raises(fileio.OutputLockedError, match="another usseg run is writing into this folder"):
+            subprocess_lock(out)
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+
+
+def subprocess_lock(folder):
+    """Take ``folder``'s lock in another process; raises OutputLockedError with its message when held."""
+    code = ("import sys, pathlib\nfrom usseg.runtime.fileio import output_lock, OutputLockedError\n"
+            "try:\n    with output_lock(pathlib.Path(sys.argv[1]), 'probe'): pass\n"
+            "except OutputLockedError as e:\n    print(e); sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=60)
+    if done.returncode == 3:
+        raise fileio.OutputLockedError(done.stdout.strip())
+    assert done.returncode == 0, done.stderr
