@@ -132,7 +132,8 @@ class Segmenter(FramePipeline):
             if any(p in available_providers() for p in (CUDA, TRT)):
                 facts = ModelFacts.from_contract(peek_contract(self.path))
         self._backend = Backend(self.path, request, describe=self._describe, facts=facts, threads=threads,
-                                cuda_graph=cuda_graph, cache_dir=cache_dir or default_cache_dir(), warmup=warmup)
+                                cuda_graph=cuda_graph, cache_dir=cache_dir or default_cache_dir(), fp16=fp16,
+                                warmup=warmup)
         self.provider = self._backend.provider
         spec = self.contract.input
         self._labels = np.zeros((spec.height, spec.width), np.uint8)
