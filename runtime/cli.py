@@ -20,11 +20,11 @@ import argparse
 import importlib
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import providers
 from .errors import EXIT_SETUP, UssegError
 
 log = logging.getLogger("usseg")
@@ -67,16 +67,14 @@ def command(name: str) -> Command:
 
 
 # -- shared options ---------------------------------------------------------------------------
-DEVICE_HELP = "auto (default: TensorRT, then CUDA, then CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(:(\d{1,2}))?$")
-
-
 def parse_device(text: str) -> str:
-    """The one device syntax of every command; raises argparse's error with the valid forms."""
-    m = _DEVICE.match(text.strip().lower())
-    if m is None or (m.group(2) and m.group(1) in ("auto", "cpu")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device; valid: {DEVICE_HELP}")
-    return m.group(0)
+    """``--device``: the runtime's one device syntax (:func:`usseg.runtime.providers.parse_device`),
+    as argparse's error with the valid forms; returns the text, normalised."""
+    try:
+        providers.parse_device(text)
+    except providers.ProviderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | None = None) -> None:
@@ -88,7 +86,7 @@ def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | Non
             raise argparse.ArgumentTypeError(f"{text!r}: this command runs on {', '.join(allowed)}")
         return device
 
-    kinds = DEVICE_HELP if allowed is None else ", ".join(allowed) + " (default auto)"
+    kinds = (providers.DEVICE_HELP if allowed is None else ", ".join(allowed)) + " (default auto)"
     p.add_argument("--device", type=checked, default="auto", metavar="DEVICE", help=kinds)
 
 

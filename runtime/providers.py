@@ -4,7 +4,9 @@
 ``cuda[:N]``, ``tensorrt[:N]``), the providers this ONNX Runtime build lists and what is known of
 the model (precision, in-graph preprocessing) into an ordered list of :class:`Plan` s. The backend
 (:mod:`usseg.runtime.backend`) opens the first plan that works and falls back to the next one,
-saying why; nothing here touches a GPU, so every rule is tested on the CPU (tests/test_providers.py).
+saying why; nothing here touches a GPU or imports ONNX Runtime, so every rule is tested on the CPU
+(tests/test_providers.py). The device syntax every command and the training configuration accept
+is defined here too (``parse_device``, ``DEVICE_KINDS``, ``DEVICE_HELP``).
 
 The rules follow ONNX Runtime's own source:
 - CUDA graphs of the CUDA provider only when CUDA is the one GPU provider: a session with
@@ -28,17 +30,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from .errors import UssegError
 from .provenance import package_version
 
 log = logging.getLogger("usseg.runtime")
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # the kinds; cuda and tensorrt also take ":N"
+DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt")  # cuda and tensorrt also take ":N", the GPU's index
 DEVICE_HELP = "auto (TensorRT, then CUDA, then the CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(?::(\d{1,2}))?$")
+_DEVICE = re.compile(rf"^({'|'.join(DEVICE_KINDS)})(?::(\d{{1,2}}))?$")
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 
 
@@ -238,7 +238,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-# -- the environment (not pure; small) ---------------------------------------------------------------
+# -- the environment (not pure; small; ONNX Runtime imported on use) ---------------------------------------------------------------
 def conflicting_ort_packages() -> list[str]:
     """Installed ONNX Runtime distributions; more than one means the CUDA provider may be lost."""
     names = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
@@ -258,6 +258,8 @@ def gpu_hint() -> str:
 def warn_conflicting_packages(device: str) -> None:
     """Warn where two ONNX Runtime builds are installed and the CUDA provider is in fact missing;
     where the GPU build's files won (the CUDA provider listed), nothing is lost and nothing said."""
+    import onnxruntime as ort
+
     packages = conflicting_ort_packages()
     if len(packages) > 1 and device != "cpu" and CUDA not in ort.get_available_providers():
         log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
@@ -266,6 +268,8 @@ def warn_conflicting_packages(device: str) -> None:
 
 def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact: bool = False) -> Plan:
     """The first plan for ``device`` on this ONNX Runtime build (what a plain session would ask for)."""
+    import onnxruntime as ort
+
     warn_conflicting_packages(device)
     plans = candidate_plans(device, ort.get_available_providers(), ModelFacts(exact=exact), cuda_graph=cuda_graph,
                             cache_dir=cache_dir)
@@ -282,6 +286,8 @@ def default_cache_dir() -> Path:
 
 def preload_gpu_libraries() -> None:
     """Load CUDA/cuDNN libraries shipped in pip packages, where this ONNX Runtime can (>= 1.21)."""
+    import onnxruntime as ort
+
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
         try:

@@ -176,7 +176,7 @@ def test_two_onnxruntime_builds_are_called_out(monkeypatch, caplog, tmp_path):
     from usseg.runtime import providers
 
     monkeypatch.setattr(providers, "conflicting_ort_packages", lambda: ["onnxruntime", "onnxruntime-gpu"])
-    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ProviderError, match="both onnxruntime and onnxruntime-gpu are installed"):
         providers.plan_providers("cuda", tmp_path)
     plan = providers.plan_providers("auto", tmp_path)
@@ -184,7 +184,7 @@ def test_two_onnxruntime_builds_are_called_out(monkeypatch, caplog, tmp_path):
     assert "installed together" in caplog.text and any("pip uninstall" in n for n in plan.notes)
     # where the GPU build's files won, the CUDA provider is there: nothing to warn about
     caplog.clear()
-    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     providers.warn_conflicting_packages("cuda")
     assert "installed together" not in caplog.text
 
