@@ -10,9 +10,11 @@ from conftest import USGRA
 
 from usseg.benchmarks.models import phantom_frames
 from usseg.export.cli import main as export_main
-from usseg.export.recipe_graph import GraphRecipeError, gaussian_fixed_point, nlm_weight_table, recipe_graph
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
 from usseg.runtime.preprocess import FrameError, Letterbox, enhance, get_recipe, preprocess
+from usseg.runtime.recipe.denoise import nlm_weight_table
+from usseg.runtime.recipe.graph import GraphRecipeError, recipe_graph
+from usseg.runtime.recipe.unsharp import gaussian_fixed_point
 from usseg.runtime.segmenter import Segmenter
 
 
