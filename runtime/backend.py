@@ -40,8 +40,8 @@ from .providers import (
     ModelError,
     ModelFacts,
     OutOfMemoryError,
-    Plan,
     ProviderError,
+    SessionPlan,
     candidate_plans,
     failure_kind,
     first_line,
@@ -78,7 +78,7 @@ def tensorrt_loadable() -> bool:
     return False
 
 
-def open_session(model: Path | bytes, plan: Plan, threads: int | None = None,
+def open_session(model: Path | bytes, plan: SessionPlan, threads: int | None = None,
                  optimize: bool = True) -> ort.InferenceSession:
     """The one place sessions are made: the plan's providers, options and session config; ORT's
     own fallback (a rebuild with default providers and none of our options) switched off."""
@@ -98,7 +98,7 @@ def open_session(model: Path | bytes, plan: Plan, threads: int | None = None,
                                 enable_fallback=0)
 
 
-CPU_PLAN = Plan(device="cpu", providers=((CPU, {}),))
+CPU_PLAN = SessionPlan(device="cpu", providers=((CPU, {}),))
 
 
 def cpu_session(model: Path | bytes, optimize: bool = True) -> ort.InferenceSession:
@@ -115,7 +115,7 @@ def _flag(value: Any) -> str:
     return {"true": "1", "false": "0"}.get(text, text)
 
 
-def check_active(session: Any, plan: Plan) -> None:
+def check_active(session: Any, plan: SessionPlan) -> None:
     """Raise _Unusable unless the session runs the planned provider first, with the planned options."""
     active = session.get_providers()
     if not active or active[0] != plan.expect:
@@ -170,7 +170,7 @@ class Backend:
             log.warning("%s runs on the CPU: %s", self.path.name, "; ".join(self.fallbacks))
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _start(self, plan: Plan) -> None:
+    def _start(self, plan: SessionPlan) -> None:
         if plan.cuda_graph:
             self._worker = Worker()
         self.plan = plan
@@ -191,7 +191,7 @@ class Backend:
                 raise ModelError(f"{self.path}: ONNX Runtime cannot load this model ({first_line(exc)})") from None
             raise _Unusable(first_line(exc)) from None
 
-    def _open(self, plan: Plan) -> None:
+    def _open(self, plan: SessionPlan) -> None:
         self.session = open_session(self.path, plan, self._threads)
         check_active(self.session, plan)
         self.spec = self._describe(self.session)
@@ -287,7 +287,7 @@ class Backend:
         if self._batch is None:
             plan = without_graph(self.plan)
             if TRT in plan.names and CUDA in plan.names:
-                plan = Plan(plan.device, tuple(p for p in plan.providers if p[0] != TRT), None, plan.cpu_nodes,
+                plan = SessionPlan(plan.device, tuple(p for p in plan.providers if p[0] != TRT), None, plan.cpu_nodes,
                             CUDA, plan.session_config, plan.notes)
             session = self._checked(self.call, open_session, self.path, plan, self._threads)
             self._checked(check_active, session, plan)

@@ -48,8 +48,8 @@ from .providers import (
     ModelError,
     ModelFacts,
     OutOfMemoryError,
-    Plan,
     ProviderError,
+    SessionPlan,
     default_cache_dir,
     parse_device,
     preload_gpu_libraries,
@@ -77,7 +77,7 @@ def read_contract(session: Any, path: Path) -> Contract:
 def peek_contract(path: Path) -> Contract:
     """The contract of a model file, read through an unoptimised CPU session."""
     try:
-        session = open_session(path, Plan("cpu", ((CPU, {}),)), optimize=False)
+        session = open_session(path, SessionPlan("cpu", ((CPU, {}),)), optimize=False)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types for a corrupt file
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: ONNX Runtime cannot load this model ({text})") from None

@@ -121,7 +121,7 @@ class FakeGpu:
                             self.open(real_open, model, plan, threads, optimize))
 
     def open(self, real_open, model, plan, threads, optimize):
-        from usseg.runtime.providers import CPU, Plan
+        from usseg.runtime.providers import CPU, SessionPlan
 
         self.opened.append(plan)
         names = plan.names
@@ -134,7 +134,7 @@ class FakeGpu:
         if self.world.get("oom_open") and plan.on_gpu:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: "
                                "BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer of size 8")
-        cpu = real_open(model, Plan("cpu", ((CPU, {}),)), threads, optimize)
+        cpu = real_open(model, SessionPlan("cpu", ((CPU, {}),)), threads, optimize)
         if not plan.on_gpu:
             return cpu
         session = FakeSession(self, cpu, plan)

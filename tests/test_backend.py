@@ -15,7 +15,7 @@ from onnx_tiny import FakeGpu, cuda_device_present, tiny_model
 from usseg.runtime import backend, buffers
 from usseg.runtime.errors import UsageError
 from usseg.runtime.preprocess import preprocess
-from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, Plan, ProviderError
+from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, ProviderError, SessionPlan
 from usseg.runtime.segmenter import Segmenter
 
 GPU_BOTH = (TRT, CUDA, CPU)
@@ -67,7 +67,7 @@ def test_sessions_are_made_without_onnxruntimes_silent_fallback(models, monkeypa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(backend.ort, "InferenceSession", spy)
-    session = backend.open_session(models["logits"], Plan("cpu", ((CPU, {}),)))
+    session = backend.open_session(models["logits"], SessionPlan("cpu", ((CPU, {}),)))
     assert seen["enable_fallback"] == 0 and session.get_providers() == [CPU]
 
 
