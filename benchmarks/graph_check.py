@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from usseg.runtime.backend import available_providers, check_active, open_session
 from usseg.runtime.fileio import write_text
 from usseg.runtime.preprocess import Letterbox, enhance, get_recipe
 from usseg.runtime.providers import (
@@ -32,6 +31,7 @@ from usseg.runtime.providers import (
     parse_device,
     preload_gpu_libraries,
 )
+from usseg.runtime.sessions import available_providers, check_active, open_session
 
 from .ablation import parse_size
 from .models import phantom_frames

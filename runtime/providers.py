@@ -3,7 +3,7 @@
 ``candidate_plans(request, available, facts)`` turns a device request (``auto``, ``cpu``,
 ``cuda[:N]``, ``tensorrt[:N]``), the providers this ONNX Runtime build lists and what is known of
 the model (precision, in-graph preprocessing) into an ordered list of :class:`SessionPlan` s. The
-backend (:mod:`usseg.runtime.backend`) opens the first plan that works and falls back to the next
+engine (:mod:`usseg.runtime.engine`) opens the first plan that works and falls back to the next
 one, saying why; nothing here touches a GPU or imports ONNX Runtime, so every rule is tested on
 the CPU (tests/test_providers.py). The device syntax every command and the training configuration
 accept is defined here too (``parse_device``, ``DEVICE_KINDS``, ``DEVICE_HELP``).
@@ -140,7 +140,7 @@ def cuda_options(cuda_graph: bool, exact: bool = False, device_id: int = 0) -> d
 
 def tensorrt_options(cache_dir: str | Path, *, fp16: bool = False, cuda_graph: bool = False,
                      device_id: int = 0) -> dict[str, str]:
-    """Engine and timing caches in ``cache_dir`` (the backend creates it)."""
+    """Engine and timing caches in ``cache_dir`` (the session factory creates it)."""
     return {"device_id": str(device_id), "trt_fp16_enable": "1" if fp16 else "0",
             "trt_cuda_graph_enable": "1" if cuda_graph else "0",
             "trt_engine_cache_enable": "1", "trt_engine_cache_path": str(cache_dir),
@@ -264,16 +264,6 @@ def warn_conflicting_packages(device: str) -> None:
     if len(packages) > 1 and device != "cpu" and CUDA not in ort.get_available_providers():
         log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
                     " and ".join(packages), gpu_hint())
-
-
-def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact: bool = False) -> SessionPlan:
-    """The first plan for ``device`` on this ONNX Runtime build (what a plain session would ask for)."""
-    import onnxruntime as ort
-
-    warn_conflicting_packages(device)
-    plans = candidate_plans(device, ort.get_available_providers(), ModelFacts(exact=exact), cuda_graph=cuda_graph,
-                            cache_dir=cache_dir)
-    return plans[0]
 
 
 def default_cache_dir() -> Path:

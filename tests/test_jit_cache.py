@@ -31,11 +31,11 @@ if {temp_dir!r}:
 if {package_root!r}:
     sys.path.insert(0, {package_root!r})
 import numpy as np
-import usseg.runtime.labels as labels
+import usseg.runtime.decode as decode
 from usseg.runtime.postprocess import postprocess_spine
-assert labels.__file__.startswith({package_root!r} or {installed!r}), labels.__file__
+assert decode.__file__.startswith({package_root!r} or {installed!r}), decode.__file__
 scores = np.random.default_rng(0).random((4, 6, 7), dtype=np.float32)
-assert (labels.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
+assert (decode.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
 if {spine}:
     geometry = postprocess_spine(np.load({labels_file!r}))
     np.savez({result_file!r}, masks=geometry.masks, mid=geometry.mid, vtb=geometry.vtb, epi=geometry.epi)
@@ -131,7 +131,7 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
             np.testing.assert_array_equal(got[part], getattr(want, part), err_msg=part)
 
     said = run.stderr.splitlines()
-    kernels = {"labels._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
+    kernels = {"decode._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
     private = temp / f"usseg-{os.getuid()}" / "numba"
     if name == "installed":
         assert said == [] and not any(temp.iterdir())
@@ -143,7 +143,7 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
     elif name == "chosen-folder":
         assert said == [(f"INFO usseg.runtime: Numba cannot cache kernels beside {runtime_copy} or in the user "
                          f"cache folder (is HOME writable?); caching them in {chosen / 'numba'}")]
-        assert cache_indexes(chosen) == {"labels._argmax"} and not any(temp.iterdir())
+        assert cache_indexes(chosen) == {"decode._argmax"} and not any(temp.iterdir())
     else:
         assert len(said) == 1 and said[0].startswith("Numba cannot cache kernels (cannot cache function "), said
         assert said[0].endswith("compiling them on every start (set USSEG_CACHE_DIR to a writable folder to "

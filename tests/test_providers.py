@@ -176,8 +176,8 @@ def test_onnxruntime_refuses_cpu_fallback_disabled_beside_an_explicit_cpu_provid
     options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
     with pytest.raises(Exception, match="Conflicting session configuration"):
         ort.InferenceSession(model, options, providers=[CPU])
-    # the backend's session for a cpu_nodes=False plan never lists the CPU with that entry
-    from usseg.runtime.backend import open_session
+    # the engine's session for a cpu_nodes=False plan never lists the CPU with that entry
+    from usseg.runtime.sessions import open_session
 
     plan = candidate_plans("cpu", CPU_BUILD, cpu_nodes=False)[0]
     session = open_session(model, plan)

@@ -2,7 +2,7 @@
 
 The fast GPU path: the frame crosses the bus once (uint8), the recipe runs as a handful of
 kernels that reproduce OpenCV's arithmetic in int32 / float32, and the result is written straight
-into the network's bound input buffer (the Segmenter's ``fused-cuda`` preprocessing).
+into the network's bound input buffer (the Segmenter's ``fused-cuda`` preparer, runtime/prepare.py).
 The recipe as ONNX operators (runtime/recipe/graph.py, ``usseg export --graph-preprocess``) stays
 the portable path.
 
