@@ -101,7 +101,9 @@ def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = Tru
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """How a Segmenter runs an exported model (predict, stream)."""
-    p.add_argument("--preprocess", choices=("auto", "host", "fused"), default="auto",
+    from .prepare import PREPROCESS
+
+    p.add_argument("--preprocess", choices=PREPROCESS, default="auto",
                    help="where the recipe runs: auto (fused CUDA kernels when the device and recipe allow, "
                         "else the host), host, fused (default auto)")
     p.add_argument("--tta", action="store_true",

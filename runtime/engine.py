@@ -93,10 +93,6 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="usseg-gpu", daemon=True)
         self._thread.start()
 
-    @property
-    def ident(self) -> int | None:
-        return self._thread.ident
-
     def _loop(self) -> None:
         while True:
             job = self._jobs.get()
