@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from usseg.runtime.contract import Contract, ContractError, FrameSpec
+from usseg.runtime.contract import OUTPUT_KINDS, Contract, ContractError, FrameSpec
 from usseg.runtime.errors import WriteError
 from usseg.runtime.fileio import output_lock
 
 from .errors import ExportError
 from .frames import calibration_files, calibration_frames, verification_frames
-from .precisions import DEFAULT_PRECISION, OUTPUT_KINDS, PRECISIONS
+from .precisions import DEFAULT_PRECISION, PRECISIONS
 from .verify import Parity, check, compare, run_onnx
 
 log = logging.getLogger("usseg.export")

@@ -20,11 +20,11 @@ import argparse
 import importlib
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import providers
 from .errors import EXIT_SETUP, UssegError
 
 log = logging.getLogger("usseg")
@@ -68,16 +68,14 @@ def command(name: str) -> Command:
 
 
 # -- shared options ---------------------------------------------------------------------------
-DEVICE_HELP = "auto (default: TensorRT, then CUDA, then CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(:(\d{1,2}))?$")
-
-
 def parse_device(text: str) -> str:
-    """The one device syntax of every command; raises argparse's error with the valid forms."""
-    m = _DEVICE.match(text.strip().lower())
-    if m is None or (m.group(2) and m.group(1) in ("auto", "cpu")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device; valid: {DEVICE_HELP}")
-    return m.group(0)
+    """``--device``: the runtime's one device syntax (:func:`usseg.runtime.providers.parse_device`),
+    as argparse's error with the valid forms; returns the text, normalised."""
+    try:
+        providers.parse_device(text)
+    except providers.ProviderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | None = None) -> None:
@@ -89,7 +87,7 @@ def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | Non
             raise argparse.ArgumentTypeError(f"{text!r}: this command runs on {', '.join(allowed)}")
         return device
 
-    kinds = DEVICE_HELP if allowed is None else ", ".join(allowed) + " (default auto)"
+    kinds = (providers.DEVICE_HELP if allowed is None else ", ".join(allowed)) + " (default auto)"
     p.add_argument("--device", type=checked, default="auto", metavar="DEVICE", help=kinds)
 
 
@@ -104,7 +102,9 @@ def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = Tru
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """How a Segmenter runs an exported model (predict, stream)."""
-    p.add_argument("--preprocess", choices=("auto", "host", "fused"), default="auto",
+    from .prepare import PREPROCESS
+
+    p.add_argument("--preprocess", choices=PREPROCESS, default="auto",
                    help="where the recipe runs: auto (fused CUDA kernels when the device and recipe allow, "
                         "else the host), host, fused (default auto)")
     p.add_argument("--tta", action="store_true",

@@ -32,11 +32,11 @@ if {temp_dir!r}:
 if {package_root!r}:
     sys.path.insert(0, {package_root!r})
 import numpy as np
-import usseg.runtime.labels as labels
+import usseg.runtime.decode as decode
 from usseg.runtime.postprocess import postprocess_spine
-assert labels.__file__.startswith({package_root!r} or {installed!r}), labels.__file__
+assert decode.__file__.startswith({package_root!r} or {installed!r}), decode.__file__
 scores = np.random.default_rng(0).random((4, 6, 7), dtype=np.float32)
-assert (labels.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
+assert (decode.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
 if {spine}:
     geometry = postprocess_spine(np.load({labels_file!r}))
     np.savez({result_file!r}, masks=geometry.masks, mid=geometry.mid, vtb=geometry.vtb, epi=geometry.epi)
@@ -138,7 +138,7 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
             np.testing.assert_array_equal(got[part], getattr(want, part), err_msg=part)
 
     said = run.stderr.splitlines()
-    kernels = {"labels._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
+    kernels = {"decode._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
     private = temp / f"usseg-{os.getuid()}" / "numba"
     user = tmp_path / "home" / ".cache" / "usseg" / "numba"
     assert not cache_indexes(runtime_copy)  # never beside the package's sources
@@ -146,7 +146,7 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
         assert said == [] and not any(temp.iterdir())
         assert kernels <= cache_indexes(user)
     elif name == "numba-env":
-        assert said == [] and cache_indexes(tmp_path / "numba-env") == {"labels._argmax"}
+        assert said == [] and cache_indexes(tmp_path / "numba-env") == {"decode._argmax"}
         assert not chosen.exists() and not user.exists()
     elif name == "temp-folder":
         assert said == [(f"Numba cannot cache kernels in the user cache folder {tmp_path / 'a-file' / '.cache' / 'usseg' / 'numba'} "
@@ -154,7 +154,7 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
         assert private.parent.stat().st_mode & 0o777 == 0o700  # Numba unpickles what it finds there
         assert kernels <= cache_indexes(private)
     elif name == "chosen-folder":
-        assert said == [] and cache_indexes(chosen) == {"labels._argmax"} and not any(temp.iterdir())
+        assert said == [] and cache_indexes(chosen) == {"decode._argmax"} and not any(temp.iterdir())
     else:
         assert said == [f"Numba cache: USSEG_CACHE_DIR={tmp_path / 'a-file'} cannot be written; looking further",
                         f"Numba cannot cache kernels: no writable cache folder ({tmp_path / 'a-file' / '.cache' / 'usseg' / 'numba'}); "

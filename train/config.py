@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from usseg.runtime.preprocess import Recipe, get_recipe
+from usseg.runtime.providers import DEVICE_KINDS
 
 from .augment import AugmentParams
 from .model import ModelConfig, get_model_config
 from .schedule import SCHEDULES
 
-DEVICES = ("auto", "cpu", "cuda")
+# The runtime's device kinds that training can use: TensorRT runs exported models, not PyTorch.
+DEVICES = tuple(kind for kind in DEVICE_KINDS if kind != "tensorrt")
 
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict[str, Any]": (dict,)}
