@@ -23,9 +23,16 @@ DOTTED = re.compile(rf"(?<![\w.])usseg\.((?:{'|'.join(PACKAGES)})(?:\.\w+)*)")
 
 
 def tracked(pattern: str) -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", pattern], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+    """The repository's own files: git's list in a clone; in a copy without .git (an unpacked
+    archive), every file outside hidden folders, the virtual environment and the outputs."""
+    if (ROOT / ".git").exists():
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", pattern], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+    skip = {"runs", "build", "dist", "node_modules", "__pycache__"}
+    return sorted(p for p in ROOT.rglob(pattern) if p.is_file()
+                  and not any(part.startswith(".") or part in skip or part.endswith(".egg-info")
+                              for part in p.relative_to(ROOT).parts[:-1]))
 
 
 def texts() -> list[tuple[str, str]]:
