@@ -16,6 +16,11 @@ returns the host output buffer (reused: read it before the next call). The devic
 goes into the host buffer without a new array per frame where this ONNX Runtime can
 (``copy_tensors``), which warm-up checks against ``OrtValue.numpy()``.
 
+Stream: where the fused preprocessing kernels run, the CUDA provider's plans are given their
+Numba stream as ``user_compute_stream`` (:func:`usseg.runtime.providers.on_compute_stream`), and
+where the opened session reports that stream back (``compute_stream``), the kernels return
+without waiting: the graph queues behind them and the output's readback is the one wait.
+
 Threads: ONNX Runtime keeps a CUDA graph per thread (cuda_execution_provider.h: the graph lives in
 the PerThreadContext, captured on the third run of that thread). An engine with a CUDA graph owns
 one worker thread and runs every session call -- warm-up, capture, frames, and whatever the caller
@@ -43,6 +48,7 @@ from .providers import (
     CPU,
     CUDA,
     TRT,
+    USER_STREAM,
     DeviceRequest,
     ModelError,
     ModelFacts,
@@ -177,6 +183,7 @@ class OrtEngine:
         check_active(self.session, plan)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = plan.on_gpu
+        self.compute_stream = self._shared_stream(plan)
         self._bound = Bound(self.session, self.io, 1, self.on_gpu, plan.device_id)
         self.readback = "none"
         self._readback = copy_numpy
@@ -188,6 +195,23 @@ class OrtEngine:
         elif self._warmup:
             for _ in range(2 if self.on_gpu else 1):
                 self._execute(self.session, self._bound, True)
+
+    def _shared_stream(self, plan: SessionPlan) -> int | None:
+        """The CUDA stream the session computes on where the plan gave it one and the session
+        reports that very stream back (then work queued on it before a run is ordered before the
+        graph), else None: the one who fills the device input must then wait for it himself."""
+        planned = plan.options(CUDA).get(USER_STREAM) if plan.expect == CUDA else None
+        if planned is None:
+            return None
+        reported = self.session.get_provider_options().get(CUDA, {}).get(USER_STREAM)
+        try:
+            if int(str(reported), 0) == int(planned):
+                return int(planned)
+        except ValueError:
+            pass
+        log.info("%s: the CUDA provider reports compute stream %r, not the %s it was given; the fused kernels "
+                 "wait for their own stream", self.path.name, reported, planned)
+        return None
 
     def _choose_readback(self) -> None:
         """The first device-to-host copy into the host buffer that this ORT has and that gives
@@ -273,6 +297,7 @@ class OrtEngine:
                 "providers": self.session.get_providers(), "device_id": self.plan.device_id if self.on_gpu else None,
                 "cuda_graph": self.cuda_graph, "capture_verified": self.capture_verified,
                 "pinned_host_buffers": self._bound.pinned, "readback": self.readback,
+                "shared_compute_stream": self.compute_stream is not None,
                 "fallbacks": list(self.fallbacks), "notes": list(self.plan.notes)}
 
     def _stop_worker(self) -> None:

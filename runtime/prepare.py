@@ -8,7 +8,9 @@ One of three, chosen once from the contract, the ``preprocess`` option and the e
     in-graph    the raw 8-bit grey frame into the host input buffer; the model carries its recipe
                 (exported with --graph-preprocess) and takes frames of one size only
     fused-cuda  the recipe's fused CUDA kernels (usseg.runtime.cuda) write the model input straight
-                into the bound device input, so nothing is copied before the graph runs
+                into the bound device input, so nothing is copied before the graph runs; on the
+                stream the CUDA provider computes on where the engine shares it (then nothing
+                waits between the kernels and the graph: the only wait is the output's readback)
 
 :func:`choose_kernels` settles ``preprocess`` against the model and the session plans before any
 session is opened; :func:`make_preparer` builds the preparer once the engine has opened.
@@ -81,12 +83,16 @@ class InGraphPreparer:
 class FusedPreparer:
     """The fused CUDA kernels, run where the engine's session calls run (its CUDA graph's thread),
     writing each frame's input at its address in the bound device input. One kernel set per frame
-    size (the last four kept); a call with a frame size they refuse goes the host path whole."""
+    size (the last four kept); a call with a frame size they refuse goes the host path whole.
+    ``stream``: the kernels' stream (None: each kernel set its own); ``shared``: the session
+    computes on it too, so the kernels return without waiting and the graph queues behind them."""
 
     name = "fused-cuda"
 
-    def __init__(self, contract: Contract, cuda: Any, on_engine_thread: Callable[..., Any]) -> None:
+    def __init__(self, contract: Contract, cuda: Any, on_engine_thread: Callable[..., Any], *, stream: Any = None,
+                 shared: bool = False) -> None:
         self.contract, self.cuda, self.on_engine_thread = contract, cuda, on_engine_thread
+        self.stream, self.synchronize = stream, not shared
         self.input_hw = (contract.input.height, contract.input.width)
         self.host = HostPreparer(contract)
         self._kernels: dict[tuple[int, int], Any] = {}
@@ -97,7 +103,8 @@ class FusedPreparer:
         kernels = [self._kernels_for(grey.shape) for grey in greys]
         if any(k is None for k in kernels):
             return self.host(frames, buffers)
-        letterboxes = [self.on_engine_thread(k.run, grey, self._view(buffers.device_input(i)))
+        letterboxes = [self.on_engine_thread(k.run, grey, self._view(buffers.device_input(i)), None,
+                                             self.synchronize)
                        for i, (k, grey) in enumerate(zip(kernels, greys))]
         return ModelInput(frames, letterboxes, on_device=True)
 
@@ -110,7 +117,8 @@ class FusedPreparer:
             reason = fused.supports(recipe, frame_hw, self.input_hw)
             if reason:
                 log.info("frames of %dx%d go the host path: %s", frame_hw[0], frame_hw[1], reason)
-            self._kernels[frame_hw] = None if reason else self.on_engine_thread(fused, recipe, frame_hw, self.input_hw)
+            self._kernels[frame_hw] = None if reason else self.on_engine_thread(fused, recipe, frame_hw, self.input_hw,
+                                                                                self.stream)
         return self._kernels[frame_hw]
 
     def _view(self, address: int) -> Any:
@@ -130,11 +138,17 @@ Preparer = HostPreparer | InGraphPreparer | FusedPreparer
 @dataclass(frozen=True)
 class KernelChoice:
     """``preprocess`` settled before any session: the fused kernels' module where they can prepare
-    this model's input on the planned GPU, else why not."""
+    this model's input on the planned GPU, else why not; and the stream they run on, which the
+    session plans may share (``stream_handle``; None under Numba's simulator)."""
 
     wanted: str
     cuda: Any = None
     why_not: str = ""
+    stream: Any = None
+
+    @property
+    def stream_handle(self) -> int | None:
+        return None if self.stream is None else int(self.stream)
 
 
 def choose_kernels(wanted: str, contract: Contract, plans: Sequence[SessionPlan], where: str) -> KernelChoice:
@@ -151,7 +165,7 @@ def choose_kernels(wanted: str, contract: Contract, plans: Sequence[SessionPlan]
     cuda, why = _fused_kernels(contract, plans)
     if wanted == "fused" and cuda is None:
         raise ProviderError(f"preprocess='fused': {why}")
-    return KernelChoice(wanted, cuda, why)
+    return KernelChoice(wanted, cuda, why, None if cuda is None else cuda.compute_stream())
 
 
 def _fused_kernels(contract: Contract, plans: Sequence[SessionPlan]) -> tuple[Any, str]:
@@ -179,7 +193,8 @@ def make_preparer(choice: KernelChoice, contract: Contract, engine: Any) -> Prep
     if contract.frame is not None:
         return InGraphPreparer(contract)
     if choice.cuda is not None and engine.on_gpu:
-        return FusedPreparer(contract, choice.cuda, engine.call)
+        return FusedPreparer(contract, choice.cuda, engine.call, stream=choice.stream,
+                             shared=choice.stream_handle is not None and engine.compute_stream == choice.stream_handle)
     if choice.wanted == "fused":
         raise ProviderError(f"preprocess='fused': the model runs on {engine.provider}, not on a CUDA device")
     if choice.wanted == "auto" and engine.on_gpu:

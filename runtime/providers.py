@@ -212,6 +212,25 @@ def without_graph(plan: SessionPlan) -> SessionPlan:
     return replace(plan, providers=tuple(providers), cuda_graph=None)
 
 
+USER_STREAM = "user_compute_stream"
+
+
+def on_compute_stream(plans: Sequence[SessionPlan], handle: int | None) -> list[SessionPlan]:
+    """The plans that run on the CUDA provider given ``handle`` (a CUDA stream's address) as their
+    compute stream: the fused preprocessing kernels queue on that stream, so the graph runs right
+    after them with no synchronisation in between. Plans led by TensorRT or the CPU, and every
+    plan where ``handle`` is None (no real stream: Numba's simulator), stay as they are."""
+    if handle is None:
+        return list(plans)
+    out = []
+    for plan in plans:
+        if plan.expect == CUDA:
+            plan = replace(plan, providers=tuple((name, {**opts, USER_STREAM: str(int(handle))} if name == CUDA else opts)
+                                                 for name, opts in plan.providers))
+        out.append(plan)
+    return out
+
+
 # -- failures ----------------------------------------------------------------------------------
 # How ORT reports running out of memory: its arena ("BFCArena ... Failed to allocate memory for
 # requested buffer of size N"), a CUDA call ("CUDA failure 2: out of memory", cuda_call.cc),

@@ -36,7 +36,7 @@ from .finish import Finisher
 from .model_io import read_model
 from .prepare import choose_kernels, make_preparer
 from .provenance import package_version, usable_cores
-from .providers import ModelError, ModelFacts, default_cache_dir, parse_device
+from .providers import ModelError, ModelFacts, default_cache_dir, on_compute_stream, parse_device
 from .result import Result
 
 log = logging.getLogger("usseg.runtime")
@@ -161,6 +161,7 @@ class Segmenter(FramePipeline):
         plans = session_plans(request, ModelFacts.from_contract(contract), cuda_graph=cuda_graph,
                               cache_dir=cache_dir or default_cache_dir(), fp16=fp16)
         kernels = choose_kernels(preprocess, contract, plans, self.path.name)
+        plans = on_compute_stream(plans, kernels.stream_handle)
         engine = OrtEngine(self.path, plans, model.io, threads=threads, warmup=warmup)
         preparer = make_preparer(kernels, contract, engine)
         self._compose(contract, preparer, engine, spacing_mm=spacing_mm, threads=threads, warmup=warmup,

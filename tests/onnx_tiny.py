@@ -106,7 +106,7 @@ class FakeBinding:
 class FakeGpu:
     """Installs itself into usseg.runtime.engine (and buffers) with monkeypatch; see the module
     docstring. ``world`` switches failures on: trt_missing, rebuild, graph_refused, oom_open,
-    oom_run (after that many runs), stale_replay."""
+    oom_run (after that many runs), stale_replay, stream_dropped."""
 
     def __init__(self, monkeypatch, available=("CUDAExecutionProvider", "CPUExecutionProvider"), **world):
         from usseg.runtime import buffers, engine
@@ -150,6 +150,9 @@ class FakeSession:
         rebuilt = gpu.world.get("rebuild") and plan.cuda_graph
         self.providers = [n for n in plan.names if not (rebuilt and n == "TensorrtExecutionProvider")]
         self.options = {n: dict(o) for n, o in plan.providers}
+        if gpu.world.get("stream_dropped"):  # a build that reports no compute stream of ours
+            for opts in self.options.values():
+                opts.pop("user_compute_stream", None)
         if rebuilt:  # ORT's own fallback: the same providers, default options
             for opts in self.options.values():
                 opts.update({k: "0" for k in ("enable_cuda_graph", "trt_cuda_graph_enable") if k in opts})

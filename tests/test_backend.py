@@ -194,12 +194,14 @@ def test_multi_frame_mode_uses_a_second_session_without_graph(models, frames, mo
 
 # -- preprocessing paths ---------------------------------------------------------------------------------
 class FakeFusedRecipe:
-    """The fused kernels' interface; writes what the host path writes, at the device address it is given."""
+    """The fused kernels' interface; writes what the host path writes, at the device address it is
+    given, and records the stream it was made for and whether each run waited for it."""
 
     made: ClassVar[list] = []
+    waits: ClassVar[list] = []
 
-    def __init__(self, recipe, frame_hw, input_hw):
-        self.recipe, self.frame_hw, self.input_hw = recipe, frame_hw, input_hw
+    def __init__(self, recipe, frame_hw, input_hw, stream=None):
+        self.recipe, self.frame_hw, self.input_hw, self.stream = recipe, frame_hw, input_hw, stream
         FakeFusedRecipe.made.append(frame_hw)
 
     @staticmethod
@@ -208,13 +210,29 @@ class FakeFusedRecipe:
             return "only the recipe 'none' here"
         return "frames too small" if frame_hw is not None and frame_hw[0] < 16 else None
 
-    def run(self, frame, out):
+    def run(self, frame, out, stream=None, synchronize=True):
         address = out.__cuda_array_interface__["data"][0]
         assert out.__cuda_array_interface__["shape"] == self.input_hw
         x, letterbox = preprocess(frame, self.recipe, *self.input_hw)
         view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * x.size).from_address(address))
         view[:] = x.ravel()
+        FakeFusedRecipe.waits.append(synchronize)
+        if synchronize and self.stream is not None:
+            self.stream.synchronize()
         return letterbox
+
+
+class FakeStream:
+    """A CUDA stream as Numba hands it out: ``int(stream)`` is its address; waits are counted."""
+
+    def __init__(self, address):
+        self.address, self.waits = address, 0
+
+    def __int__(self):
+        return self.address
+
+    def synchronize(self):
+        self.waits += 1
 
 
 class FakeDeviceArray:
@@ -231,8 +249,9 @@ def fused_module(monkeypatch):
     module.FusedRecipe = FakeFusedRecipe
     module.unavailable_reason = lambda: None
     module.device_array_from_pointer = FakeDeviceArray
+    module.compute_stream = lambda: None  # Numba's simulator: no stream to share
     monkeypatch.setitem(sys.modules, "usseg.runtime.cuda", module)
-    FakeFusedRecipe.made = []
+    FakeFusedRecipe.made, FakeFusedRecipe.waits = [], []
     return module
 
 
@@ -250,6 +269,41 @@ def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models,
     dynamic = Segmenter(models["dynamic"], device="cuda")
     for frame, result in zip(frames, dynamic.batch(frames)):
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
+
+
+def test_kernels_and_graph_share_one_stream_and_only_the_readback_waits(models, frames, monkeypatch,
+                                                                       fused_module):
+    """The CUDA provider is given the kernels' stream as user_compute_stream, in every session
+    (the multi-frame one too), and the kernels then return without waiting for it."""
+    gpu = FakeGpu(monkeypatch)
+    stream = FakeStream(0x7F3A_0000_1200)
+    fused_module.compute_stream = lambda: stream
+    seg = Segmenter(models["dynamic"], device="cuda")
+    for frame in frames:
+        np.testing.assert_array_equal(seg(frame).labels, reference_labels(models["logits"], frame))
+    for frame, result in zip(frames, seg.batch(frames)):
+        np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
+    on_gpu = [p for p in gpu.opened if p.on_gpu]  # (the references open CPU sessions)
+    assert len(on_gpu) == 2 and all(p.options(CUDA)["user_compute_stream"] == str(0x7F3A_0000_1200) for p in on_gpu)
+    assert seg.model_info()["shared_compute_stream"] is True
+    assert all(k.stream is stream for k in seg.preparer._kernels.values())
+    assert FakeFusedRecipe.waits == [False] * 6 and stream.waits == 0
+
+
+@pytest.mark.parametrize("case", ["simulator", "not reported back", "tensorrt"])
+def test_kernels_wait_for_their_stream_where_the_session_does_not_share_it(models, frames, monkeypatch,
+                                                                          fused_module, case):
+    gpu = FakeGpu(monkeypatch, available=GPU_BOTH if case == "tensorrt" else (CUDA, CPU),
+                  stream_dropped=case == "not reported back")
+    stream = FakeStream(0x7F3A_0000_1200)
+    fused_module.compute_stream = lambda: None if case == "simulator" else stream
+    seg = Segmenter(models["logits"], device="tensorrt" if case == "tensorrt" else "cuda")
+    np.testing.assert_array_equal(seg(frames[0]).labels, reference_labels(models["logits"], frames[0]))
+    given = [p.options(CUDA).get("user_compute_stream") for p in gpu.opened if p.on_gpu]
+    assert given == ([None] if case in ("simulator", "tensorrt") else [str(0x7F3A_0000_1200)])
+    assert seg.model_info()["shared_compute_stream"] is False
+    assert FakeFusedRecipe.waits == [True]
+    assert stream.waits == (0 if case == "simulator" else 1)
 
 
 def test_multi_frame_mode_finishes_frames_side_by_side_in_order(models):

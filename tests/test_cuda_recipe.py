@@ -183,7 +183,7 @@ API_ERRORS = """
 import json
 import numpy as np
 from numba import cuda
-from usseg.runtime.cuda import FusedRecipe, FusedRecipeError, device_array_from_pointer
+from usseg.runtime.cuda import FusedRecipe, FusedRecipeError, compute_stream, device_array_from_pointer
 from usseg.runtime.preprocess import FrameError, get_recipe
 
 fused = FusedRecipe(get_recipe("none"), (30, 40), (24, 32))
@@ -204,6 +204,7 @@ for pointer, shape in ((0, (1, 1, 24, 32)), (4096, (1, 0, 24, 32)), (4096, (1, 1
         device_array_from_pointer(pointer, shape)
     except FusedRecipeError as exc:
         errors.append(str(exc))
+errors.append(f"stream to share: {compute_stream()}")
 print(json.dumps(errors))
 """
 
@@ -213,13 +214,14 @@ def test_wrong_buffers_frames_and_pointers_are_refused_with_a_reason():
     out = subprocess.run([sys.executable, "-c", API_ERRORS], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(errors) == 8, errors
+    assert len(errors) == 9, errors
     assert errors[0].startswith("output float64 [1, 1, 24, 32]: expected float32 [1, 1, 24, 32]")
     assert errors[1].startswith("output float32 [1, 1, 24, 31]")
     assert "__cuda_array_interface__" in errors[2]  # a host array is not the device buffer
     assert "takes uint8 grey frames of 30x40" in errors[3] and "float32" in errors[4]
     assert errors[5].startswith("device pointer 0") and errors[6].startswith("shape (1, 0, 24, 32)")
     assert "needs a CUDA device" in errors[7]  # the simulator has no device memory to point at
+    assert errors[8] == "stream to share: None"  # nor a stream ONNX Runtime could compute on
 
 
 # -- what the kernels refuse, before any CUDA is touched ----------------------------------------

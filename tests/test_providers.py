@@ -19,6 +19,7 @@ from usseg.runtime.providers import (
     ProviderError,
     candidate_plans,
     failure_kind,
+    on_compute_stream,
     parse_device,
     without_graph,
 )
@@ -201,3 +202,19 @@ def test_the_segmenters_fp16_option_reaches_tensorrts_plan(tmp_path, monkeypatch
     seg = Segmenter(tiny_model(tmp_path / "m.onnx", precision=precision), device="tensorrt", fp16=fp16,
                     cache_dir=tmp_path / "trt")
     assert seg.provider == TRT and {p.options(TRT)["trt_fp16_enable"] for p in gpu.opened} == {expected}
+
+
+def test_only_cuda_led_plans_compute_on_the_given_stream():
+    # CUDA EP docs, user_compute_stream: the provider computes on that stream; TensorRT plans keep their own
+    found = plans("auto", "gpu-build")
+    shared = on_compute_stream(found, 0x7F00_0000_1000)
+    assert [p.expect for p in shared] == [p.expect for p in found]
+    for before, after in zip(found, shared):
+        if before.expect == CUDA:
+            assert after.options(CUDA) == {**before.options(CUDA), "user_compute_stream": str(0x7F00_0000_1000)}
+        else:
+            assert after == before and "user_compute_stream" not in after.options(CUDA)
+        assert without_graph(after).options(CUDA).get("user_compute_stream") == after.options(CUDA).get(
+            "user_compute_stream")
+    assert sum(p.expect == CUDA for p in shared) == 2
+    assert on_compute_stream(found, None) == found

@@ -9,7 +9,7 @@ the portable path.
 Nothing here imports ``numba.cuda`` until a ``FusedRecipe`` is built or ``unavailable_reason()``
 is asked, so this package imports on machines without numba-cuda or a GPU.
 
-    from usseg.runtime.cuda import FusedRecipe, device_array_from_pointer, unavailable_reason
+    from usseg.runtime.cuda import FusedRecipe, compute_stream, device_array_from_pointer, unavailable_reason
 """
 
 from .fused import CudaUnavailableError, FusedRecipe, FusedRecipeError, unavailable_reason
@@ -28,5 +28,18 @@ def device_array_from_pointer(pointer: int, shape: tuple[int, ...], dtype="float
         raise FusedRecipeError(str(exc)) from None
 
 
-__all__ = ["CudaUnavailableError", "FusedRecipe", "FusedRecipeError", "device_array_from_pointer",
+def compute_stream():
+    """A Numba CUDA stream for the kernels and ONNX Runtime's CUDA provider to share
+    (``user_compute_stream``: ``int(stream)`` is its address), or None under Numba's simulator,
+    which has no stream another library could use."""
+    missing = unavailable_reason()
+    if missing:
+        raise CudaUnavailableError(missing)
+    from .device import target
+
+    dev = target()
+    return None if dev.simulated else dev.cuda.stream()
+
+
+__all__ = ["CudaUnavailableError", "FusedRecipe", "FusedRecipeError", "compute_stream", "device_array_from_pointer",
            "unavailable_reason"]
