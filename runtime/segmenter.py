@@ -13,9 +13,10 @@ Four stages, composed once; every frame takes this route (docs/ARCHITECTURE.md):
 
 The contract is read from the model file first (``model_io.read_model``); every option is checked
 against it before any session opens, and every stage is built from it, once. ``seg(frame)`` is
-``seg.batch([frame])[0]``, and ``seg.stream`` calls ``seg(frame)``. The decoder hands out label maps
-the caller owns and the finisher is a pure function, so the frames of one multi-frame call are
-finished side by side on a thread pool (and a loop may finish one frame while the next one runs).
+``seg.batch([frame])[0]``. The decoder hands out label maps the caller owns and the finisher is a
+pure function, so the frames of one multi-frame call are finished side by side on a thread pool,
+and a call is finished on the host while the next call's GPU work runs (runtime/overlap.py:
+``seg.batch`` frame by frame, ``seg.stream``, and ``seg.overlap()`` for a caller's own calls).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from .engine import OrtEngine, session_plans
 from .errors import UsageError
 from .finish import Finisher
 from .model_io import read_model
+from .overlap import Overlap
 from .prepare import choose_kernels, make_preparer
 from .provenance import package_version, usable_cores
 from .providers import ModelError, ModelFacts, default_cache_dir, on_compute_stream, parse_device
@@ -49,6 +52,10 @@ class Stopwatch:
         self.ms: dict[str, float] = {}
         self._last = time.perf_counter()
 
+    def resume(self) -> None:
+        """Time the next stage from now (it starts later, on another thread)."""
+        self._last = time.perf_counter()
+
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.ms[stage] = (now - self._last) * 1e3
@@ -59,6 +66,25 @@ class Stopwatch:
         for result in results:
             result.timings = {**share, "total": sum(share.values())}
         return results
+
+
+@dataclass(frozen=True)
+class Started:
+    """A call whose graph has run: its labels at model size (owned), letterboxes and clock."""
+
+    labels: list[Any]
+    letterboxes: list[Any]
+    clock: Stopwatch
+
+
+def _unpacked(done: list[tuple[Any, Any]]) -> list[Result]:
+    """The results of finished calls, in order; a frame's failure raised."""
+    results: list[Result] = []
+    for _, out in done:
+        if isinstance(out, BaseException):
+            raise out
+        results += out
+    return results
 
 
 class FramePipeline:
@@ -84,22 +110,44 @@ class FramePipeline:
 
     def batch(self, frames: Iterable[Any]) -> list[Result]:
         """Segment several frames: in one graph call where the model takes a dynamic batch (the
-        multi-frame mode: one host-to-device copy of the whole batch), else one call per frame."""
+        multi-frame mode: one host-to-device copy of the whole batch), else one call per frame,
+        each frame finished on the host while the next one runs."""
         frames = list(frames)
-        if len(frames) > 1 and self.engine.batches:
-            return self._segment(frames, self.engine.buffers(len(frames)))
-        return [self._segment([frame], self._single)[0] for frame in frames]
+        if len(frames) == 1 or (frames and self.engine.batches):
+            return self.finish_call(self.start_call(frames))
+        results: list[Result] = []
+        with self.overlap() as overlap:
+            for i, frame in enumerate(frames):
+                results += _unpacked(overlap.submit(i, [frame]))
+            results += _unpacked(overlap.flush())
+        return results
 
-    def _segment(self, frames: list[Any], buffers: Any) -> list[Result]:
+    def overlap(self) -> Overlap:
+        """A one-slot pipeline over calls of this segmenter (runtime/overlap.py): ``submit(tag,
+        frames)`` starts a call (one frame, or several for a dynamic-batch model) and returns the
+        call before it, finished meanwhile; ``flush()`` returns the last one. Close it after use."""
+        return Overlap(self.start_call, self.finish_call)
+
+    def start_call(self, frames: list[Any]) -> Started:
+        """Prepare ``frames``, run the graph, decode: the GPU's half of a call."""
+        if len(frames) > 1 and not self.engine.batches:
+            raise UsageError(f"{len(frames)} frames in one call: this model takes one frame a call "
+                             f"(export it with a dynamic batch for the multi-frame mode)")
+        buffers = self._single if len(frames) == 1 else self.engine.buffers(len(frames))
         clock = Stopwatch()
         model_input = self.preparer(frames, buffers)
         clock.lap("preprocess")
         output = self.runner.run(buffers, model_input)
         labels = self._each(self.decoder, list(output))
         clock.lap("inference")
-        results = self._each(self.finisher, labels, model_input.letterboxes)
-        clock.lap("postprocess")
-        return clock.stamp(results)
+        return Started(labels, model_input.letterboxes, clock)
+
+    def finish_call(self, started: Started) -> list[Result]:
+        """Post-process and map back: the host's half of a call, on any thread."""
+        started.clock.resume()
+        results = self._each(self.finisher, started.labels, started.letterboxes)
+        started.clock.lap("postprocess")
+        return started.clock.stamp(results)
 
     def _each(self, fn: Callable, *columns: list) -> list:
         """``fn`` over the frames of a call: inline for one, side by side for several (the

@@ -4,7 +4,9 @@ Capture runs in its own thread. Policy ``latest`` keeps only the newest frames (
 dropped and counted), the way a live probe should be shown; ``all`` processes every frame, for
 offline files. Bad frames are reported and skipped; a source that breaks ends the stream at once,
 one that stalls after a timeout, and ``StreamStats.source_error`` says why; nothing here can hang
-the process.
+the process. The GPU starts frame N+1 while the host finishes frame N (runtime/overlap.py) when
+frame N+1 is already waiting; when it is not, frame N is returned as soon as it is finished, so
+overlapping never holds a frame back for the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .overlap import Overlap
 from .preprocess import FrameError
 from .result import Result
 from .sources import Frame, open_source
@@ -177,16 +180,21 @@ def stream(segmenter, source: Any, *, policy: str = "latest", queue_size: int | 
     capture = _Capture(src, q, policy, pace, stats, stop)
     capture.start()
     first_shape = None
+    overlap = _overlap(segmenter)
     try:
         while True:
             try:
-                item = q.get(timeout=stall_timeout)
+                item = q.get_nowait() if overlap.busy else q.get(timeout=stall_timeout)
             except queue.Empty:
+                if overlap.busy:  # no next frame yet: return the one being finished now
+                    yield from _items(overlap.flush(), stats, smoother)
+                    continue
                 stats.source_error = f"no frame for {stall_timeout:.1f} s"
                 stats.ended_by = f"source stalled for {stall_timeout:.1f} s"
                 log.warning("%s: %s", src.name, stats.ended_by)
                 return
             if item is _END:
+                yield from _items(overlap.flush(), stats, smoother)
                 return
             frame: Frame = item
             if frame.image is None:
@@ -198,24 +206,38 @@ def stream(segmenter, source: Any, *, policy: str = "latest", queue_size: int | 
                 if shape != first_shape:
                     _fail(stats, f"frame {frame.index}: size changed from {first_shape} to {shape}")
                     continue
-            try:
-                result = segmenter(frame.image)
-            except FrameError as exc:
-                _fail(stats, f"frame {frame.index}: {exc}")
-                continue
-            if smoother is not None:
-                result = smoother(result)
-            latency = (time.perf_counter() - frame.captured) * 1e3
-            stats.processed += 1
-            stats.latencies_ms.append(latency)
-            yield StreamItem(frame.index, frame.image, result, latency)
+            yield from _items(overlap.submit(frame, [frame.image]), stats, smoother)
     except KeyboardInterrupt:
         stats.ended_by = "interrupted"
         raise
     finally:
+        overlap.close()
         stop.set()
         capture.join(timeout=2.0)
         src.close()
+
+
+def _overlap(segmenter) -> Overlap:
+    """A segmenter's own one-slot pipeline (a Segmenter's GPU half on this thread, its host half
+    on the pipeline's); for any other ``frame -> Result`` callable, the call on the worker thread."""
+    if hasattr(segmenter, "overlap"):
+        return segmenter.overlap()
+    return Overlap(lambda frames: frames, lambda frames: [segmenter(frame) for frame in frames])
+
+
+def _items(done, stats: StreamStats, smoother) -> Iterator[StreamItem]:
+    """Finished frames as StreamItems, in order: a frame that failed is counted and skipped."""
+    for frame, out in done:
+        if isinstance(out, FrameError):
+            _fail(stats, f"frame {frame.index}: {out}")
+            continue
+        result = out[0]
+        if smoother is not None:
+            result = smoother(result)
+        latency = (time.perf_counter() - frame.captured) * 1e3
+        stats.processed += 1
+        stats.latencies_ms.append(latency)
+        yield StreamItem(frame.index, frame.image, result, latency)
 
 
 def run_stream(segmenter, source: Any, callback: Callable[[StreamItem], Any], **kwargs: Any) -> StreamStats:

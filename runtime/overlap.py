@@ -1,0 +1,71 @@
+"""One call finished on the host while the next call's GPU work runs (a one-slot pipeline).
+
+A call has two halves: ``start(frames)`` -- preparation, the graph, the labels read back (the GPU's
+part, on the caller's thread) -- and ``finish(started)`` -- post-processing and the mapping back
+onto the frames (the host's part, on this object's one worker thread). :meth:`Overlap.submit`
+starts call k+1 and only then waits for call k's finish, which ran meanwhile; so the GPU works on
+frame N+1 while the host finishes frame N, and the results come back in the order submitted.
+
+A frame that fails (``FrameError``, in either half) comes back as its exception in its place, so
+a loop over many frames goes on; any other exception is raised (from ``start`` at once, from
+``finish`` when its call is returned).
+
+    with Overlap(seg.start_call, seg.finish_call) as overlap:
+        for tag, frames in calls:
+            for done_tag, results in overlap.submit(tag, frames): ...   # the call before, done
+        for done_tag, results in overlap.flush(): ...                    # the last one
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .preprocess import FrameError
+
+Done = list[tuple[Any, Any]]  # (tag, the call's results, or the FrameError it raised)
+
+
+class Overlap:
+    """See the module docstring. ``start(frames) -> started``; ``finish(started) -> results``."""
+
+    def __init__(self, start: Callable[[Sequence[Any]], Any], finish: Callable[[Any], Any]) -> None:
+        self._start, self._finish = start, finish
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usseg-finish")
+        self._pending: tuple[Any, Future] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A call is being finished (``flush`` would wait for it)."""
+        return self._pending is not None
+
+    def submit(self, tag: Any, frames: Sequence[Any]) -> Done:
+        """Start ``frames``, hand their finish to the worker, and return the call before (if any)."""
+        try:
+            started = self._start(frames)
+        except FrameError as exc:
+            return self.flush() + [(tag, exc)]
+        done = self.flush()
+        self._pending = (tag, self._executor.submit(self._finish, started))
+        return done
+
+    def flush(self) -> Done:
+        """Wait for the call being finished and return it (nothing when none is)."""
+        if self._pending is None:
+            return []
+        (tag, future), self._pending = self._pending, None
+        try:
+            return [(tag, future.result())]
+        except FrameError as exc:
+            return [(tag, exc)]
+
+    def close(self) -> None:
+        self._pending = None
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> Overlap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
