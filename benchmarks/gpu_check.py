@@ -17,6 +17,8 @@ rewritten after each one, so a run cut short still leaves what it did:
   e2e        uint8 frame in host memory -> labels and geometry on the host, batch 1 and multi-frame:
              host preprocessing, in-graph, fused, and the seed-style pipeline on the same GPU
   postprocess  the spine post-processing alone on the timed network's label maps, one core
+  network    the timed network alone on the CUDA provider: today's options against cuDNN's NHWC
+             path and others, the graph replay alone beside host to host, every node's provider
 
 The report opens with one line per target of issue 30, met or not, with its figure ("-" where a
 section did not measure it) and the timed network's val Dice.
@@ -45,6 +47,7 @@ from typing import Any
 from usseg.runtime.fileio import make_dirs, write_json, write_text
 
 from . import gpu_sections as sec
+from .gpu_network import network_lines
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ SECTIONS = (
     Section("fused", sec.fused, 120),
     Section("e2e", sec.e2e, 200, ("models",)),
     Section("postprocess", sec.postprocess, 60, ("models",)),
+    Section("network", sec.network, 90, ("models",)),
 )
 BY_NAME = {s.name: s for s in SECTIONS}
 MIN_START_S = 15  # a section is not started with less of the budget left
@@ -300,6 +304,7 @@ def markdown(doc: dict[str, Any]) -> str:
                       f"equal to OpenCV on {_share(100 * nlm['equal_to_opencv'], 3)} % of pixels"]
     else:
         lines.append(f"Not run: {doc['sections'].get('fused', {}).get('note') or '-'}")
+    lines += [""] + network_lines(_data(doc, "network"), doc["sections"].get("network", {}).get("note", ""))
     post = _data(doc, "postprocess")
     lines += ["", "## Post-processing alone, one core", ""]
     if post:

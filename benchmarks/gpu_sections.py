@@ -440,6 +440,18 @@ def e2e(s: Setup) -> dict[str, Any]:
     return {"frame": list(s.frame_hw), "rows": rows}
 
 
+def network(s: Setup) -> dict[str, Any]:
+    """The timed network alone on the CUDA provider: settings, replay against host to host, and
+    where each node runs (benchmarks/gpu_network.py)."""
+    from usseg.train.phantom import phantom_frames
+
+    from . import gpu_network
+
+    if s.device == "cpu":
+        return {"skipped": "needs ONNX Runtime's CUDA provider (a dry run on the CPU)"}
+    return gpu_network.run(model_file(s, "host-b1"), phantom_frames(1, FRAMES_SEED, *s.frame_hw)[0], s.rounds[0])
+
+
 def _geometry(result) -> dict[str, Any]:
     """A Result's lines and box, the geometry the rows must agree on."""
     return {**result.lines, "VTB": result.box}

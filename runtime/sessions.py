@@ -38,10 +38,13 @@ def tensorrt_loadable() -> bool:
 
 
 def open_session(model: Path | bytes, plan: SessionPlan, threads: int | None = None,
-                 optimize: bool = True) -> ort.InferenceSession:
+                 optimize: bool = True, profile_prefix: str | None = None) -> ort.InferenceSession:
     """The plan's providers, options and session config; ORT's own fallback (a rebuild with
-    default providers and none of our options) switched off."""
+    default providers and none of our options) switched off. ``profile_prefix``: ONNX Runtime's
+    profile of each node (with its provider) is written there (``end_profiling`` names the file)."""
     options = ort.SessionOptions()
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3

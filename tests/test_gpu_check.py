@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from usseg.benchmarks import gpu_check
+from usseg.benchmarks import gpu_check, gpu_network
 from usseg.benchmarks.gpu_sections import Setup
 
 
@@ -21,8 +21,8 @@ def test_dry_run_runs_every_section_and_says_why_it_skipped_one(dry_run):
     rc, doc, _ = dry_run
     status = {name: r["status"] for name, r in doc["sections"].items()}
     assert rc == 0 and list(status) == [s.name for s in gpu_check.SECTIONS]
-    assert status == {**{name: "ok" for name in status}, "fused": "skipped"}
-    assert "CUDA" in doc["sections"]["fused"]["note"]
+    assert status == {**{name: "ok" for name in status}, "fused": "skipped", "network": "skipped"}
+    assert "CUDA" in doc["sections"]["fused"]["note"] and "CUDA provider" in doc["sections"]["network"]["note"]
     train = doc["sections"]["train"]["data"]
     assert train["profile"] == "tiny" and train["device"] == "cpu" and train["epochs"] == 1
     assert doc["sections"]["export"]["data"]["labels_equal_to_cpu_min"] == 1.0
@@ -62,6 +62,8 @@ def test_dry_run_markdown_names_the_machine_and_every_section(dry_run):
     assert f"ONNX Runtime {ort.__version__}" in machine and "driver" in machine and "CUDA" in machine
     assert f"NumPy {np.__version__}" in machine and "numba-cuda " in machine
     assert "| pipeline | batch | preprocessing |" in md and "| seed-style (cv2 + torch eager fp32) | 1 |" in md
+    network = md.split("## The network alone on the CUDA provider")[1].split("##")[0]
+    assert "Not run: needs ONNX Runtime's CUDA provider (a dry run on the CPU)" in network
     for name in doc["sections"]:
         assert f"| {name} | {doc['sections'][name]['status']} |" in md
     # how trained the timed network is, since the post-processing time depends on its label maps
@@ -96,7 +98,7 @@ def test_a_failed_section_skips_what_needs_it_and_loses_nothing_else(tmp_path):
         return {"status": "ok", "data": {}, "seconds": 0.1}
 
     doc = gpu_check.run_all(Setup(tmp_path / "w", "cpu", dry=True), tmp_path / "out", 600, runner=runner)
-    assert ran == ["machine", "data", "train", "models", "providers", "fused", "e2e", "postprocess"]
+    assert ran == ["machine", "data", "train", "models", "providers", "fused", "e2e", "postprocess", "network"]
     assert doc["sections"]["train"]["status"] == "failed" and "out of memory" in doc["sections"]["train"]["note"]
     assert doc["sections"]["export"] == {"status": "skipped", "note": "needs section train"}
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -187,3 +189,55 @@ def test_targets_not_measured_are_dashes_not_zeros():
                              "budget_s": 450, "total_s": 1.0})
     assert "| multi-frame >= 2,500 frames/s | - | - | - |" in md
     assert "Timed network: - (the models section did not run)" in md
+
+
+# -- the network alone (a GPU section): its pure parts on fakes -----------------------------------------
+def profile_events(nodes):
+    """ONNX Runtime profile events for ``nodes`` [(name, op, provider)]: each with its fences, as ORT writes them."""
+    events = [{"cat": "Session", "name": "model_run", "args": {}}]
+    for name, op, provider in nodes:
+        events += [{"cat": "Node", "name": f"{name}_fence_before", "args": {"op_name": op}},
+                   {"cat": "Node", "name": f"{name}_kernel_time", "args": {"op_name": op, "provider": provider}},
+                   {"cat": "Node", "name": f"{name}_fence_after", "args": {"op_name": op}}]
+    return events
+
+
+def test_placement_finds_nodes_off_the_cuda_provider_and_memcpy_nodes():
+    on_cuda = [("conv1", "Conv", "CUDAExecutionProvider"), ("argmax", "ArgMax", "CUDAExecutionProvider")]
+    good = gpu_network.placement(profile_events(on_cuda))
+    assert good == {"nodes": 2, "by_provider": {"CUDAExecutionProvider": 2}, "not_on_cuda": [], "memcpy_nodes": 0,
+                    "all_on_cuda": True}
+    bad = gpu_network.placement(profile_events(on_cuda[:1] + [
+        ("copy", "MemcpyToHost", "CUDAExecutionProvider"), ("argmax", "ArgMax", "CPUExecutionProvider")]))
+    assert bad["nodes"] == 3 and bad["memcpy_nodes"] == 1 and bad["not_on_cuda"] == ["ArgMax (CPUExecutionProvider)"]
+    assert bad["all_on_cuda"] is False
+    assert gpu_network.placement([])["all_on_cuda"] is False  # nothing profiled proves nothing
+
+
+def test_variants_change_the_cuda_options_only():
+    from usseg.runtime.providers import CPU, CUDA, SessionPlan, cuda_options
+
+    base = SessionPlan("cuda", ((CUDA, cuda_options(True)), (CPU, {})), "cuda", expect=CUDA)
+    nhwc = gpu_network.variant_plan(base, gpu_network.VARIANTS["prefer_nhwc"])
+    assert nhwc.options(CUDA) == {**cuda_options(True), "prefer_nhwc": "1"} and nhwc.options(CPU) == {}
+    assert nhwc.cuda_graph == "cuda" and gpu_network.variant_plan(base, gpu_network.VARIANTS["today"]) == base
+
+
+def test_network_report_lists_each_setting_and_says_where_nodes_ran():
+    row = {"variant": "today", "options": {}, "replay_median_ms": 0.812, "replay_p99_ms": 0.9,
+           "host_to_host_median_ms": 1.234, "host_to_host_p99_ms": 1.5, "labels_equal_to_today": 1.0}
+    nhwc = {**row, "variant": "prefer_nhwc", "options": {"prefer_nhwc": "1"}, "replay_median_ms": 0.61,
+            "host_to_host_median_ms": 1.02, "labels_equal_to_today": 0.99995}
+    refused = {"variant": "no max workspace", "options": {"cudnn_conv_use_max_workspace": "0"}, "error": "refused"}
+    data = {"rows": [row, nhwc, refused], "fastest": "prefer_nhwc",
+            "placement": gpu_network.placement(profile_events([("c", "Conv", "CUDAExecutionProvider"),
+                                                               ("a", "ArgMax", "CPUExecutionProvider")]))}
+    md = "\n".join(gpu_network.network_lines(data))
+    assert "| today | - | 0.812, 0.900 | 1.234, 1.500 | 100.000 % |" in md
+    assert "| prefer_nhwc | prefer_nhwc=1 | 0.610, 0.900 | 1.020, 1.500 | 99.995 % |" in md
+    assert "| no max workspace | cudnn_conv_use_max_workspace=0 | - | - | refused |" in md
+    assert "Fastest host to host: prefer_nhwc." in md
+    assert "1 on CPUExecutionProvider, 1 on CUDAExecutionProvider" in md
+    assert "NOT every node on the CUDA provider: ArgMax (CPUExecutionProvider)" in md
+    skipped = gpu_network.network_lines({"skipped": "needs ONNX Runtime's CUDA provider"})
+    assert skipped[-1] == "Not run: needs ONNX Runtime's CUDA provider"
