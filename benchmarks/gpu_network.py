@@ -61,15 +61,16 @@ def _median_p99(times: list[float]) -> tuple[float, float]:
     return statistics.median(times), float(np.percentile(times, 99))
 
 
-def _timed(fn, rounds: int) -> list[float]:
+def _timed(fn, rounds: int, *args: Any) -> list[float]:
+    """Wall times in ms of ``rounds`` calls ``fn(*args)``, after three unmeasured ones."""
     import time
 
     for _ in range(3):
-        fn()
+        fn(*args)
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(1e3 * (time.perf_counter() - t))
     return times
 
@@ -102,8 +103,8 @@ def run(model: Path, frame: np.ndarray, rounds: int) -> dict[str, Any]:
         bound.host_in[0, 0] = x
         labels = engine.run(bound, ON_HOST).copy()
         today = labels if today is None else today
-        replay = _timed(lambda: engine.call(engine.session.run_with_iobinding, bound.binding), rounds)
-        host = _timed(lambda: engine.run(bound, ON_HOST), rounds)
+        replay = _timed(engine.call, rounds, engine.session.run_with_iobinding, bound.binding)
+        host = _timed(engine.run, rounds, bound, ON_HOST)
         (rm, rp), (hm, hp) = _median_p99(replay), _median_p99(host)
         rows.append({**row, "replay_median_ms": rm, "replay_p99_ms": rp, "host_to_host_median_ms": hm,
                      "host_to_host_p99_ms": hp, "labels_equal_to_today": float((labels == today).mean()),
@@ -123,8 +124,8 @@ def network_lines(data: dict[str, Any], note: str = "") -> list[str]:
     lines = ["## The network alone on the CUDA provider", ""]
     if not data or "rows" not in data:
         return lines + [f"Not run: {data.get('skipped') if data else note or '-'}"]
-    lines += ["| settings | options over today's | graph replay alone ms (median, p99) | host to host ms (median, p99) "
-              "| labels = today's |", "|---|---|---|---|---|"]
+    lines += [("| settings | options over today's | graph replay alone ms (median, p99) | host to host ms (median, p99) "
+               "| labels = today's |"), "|---|---|---|---|---|"]
     for r in data["rows"]:
         options = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
         if "host_to_host_median_ms" not in r:
@@ -137,6 +138,6 @@ def network_lines(data: dict[str, Any], note: str = "") -> list[str]:
     where = ", ".join(f"{n} on {provider}" for provider, n in sorted(p["by_provider"].items())) or "none profiled"
     verdict = "every node on the CUDA provider" if p["all_on_cuda"] else (
         "NOT every node on the CUDA provider: " + (", ".join(p["not_on_cuda"]) or "-"))
-    lines += ["", f"Fastest host to host: {data['fastest'] or '-'}. Nodes of one run ({p['nodes']}): {where}; "
-              f"{p['memcpy_nodes']} Memcpy nodes; {verdict}."]
+    lines += ["", (f"Fastest host to host: {data['fastest'] or '-'}. Nodes of one run ({p['nodes']}): {where}; "
+                   f"{p['memcpy_nodes']} Memcpy nodes; {verdict}.")]
     return lines
