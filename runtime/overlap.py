@@ -6,9 +6,9 @@ onto the frames (the host's part, on this object's one worker thread). :meth:`Ov
 starts call k+1 and only then waits for call k's finish, which ran meanwhile; so the GPU works on
 frame N+1 while the host finishes frame N, and the results come back in the order submitted.
 
-A frame that fails (``FrameError``, in either half) comes back as its exception in its place, so
-a loop over many frames goes on; any other exception is raised (from ``start`` at once, from
-``finish`` when its call is returned).
+A call that fails, in either half, comes back as its exception in its place, after the calls
+before it: a loop over many frames skips a bad frame (``FrameError``) and goes on, and one that
+must stop (out of memory, say) still has every result before the failure.
 
     with Overlap(seg.start_call, seg.finish_call) as overlap:
         for tag, frames in calls:
@@ -22,9 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .preprocess import FrameError
-
-Done = list[tuple[Any, Any]]  # (tag, the call's results, or the FrameError it raised)
+Done = list[tuple[Any, Any]]  # (tag, the call's results, or the exception it raised)
 
 
 class Overlap:
@@ -44,7 +42,7 @@ class Overlap:
         """Start ``frames``, hand their finish to the worker, and return the call before (if any)."""
         try:
             started = self._start(frames)
-        except FrameError as exc:
+        except Exception as exc:  # noqa: BLE001 - handed back in its place, after the call before
             return self.flush() + [(tag, exc)]
         done = self.flush()
         self._pending = (tag, self._executor.submit(self._finish, started))
@@ -57,7 +55,7 @@ class Overlap:
         (tag, future), self._pending = self._pending, None
         try:
             return [(tag, future.result())]
-        except FrameError as exc:
+        except Exception as exc:  # noqa: BLE001 - handed back in its place
             return [(tag, exc)]
 
     def close(self) -> None:

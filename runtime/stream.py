@@ -226,11 +226,14 @@ def _overlap(segmenter) -> Overlap:
 
 
 def _items(done, stats: StreamStats, smoother) -> Iterator[StreamItem]:
-    """Finished frames as StreamItems, in order: a frame that failed is counted and skipped."""
+    """Finished frames as StreamItems, in order: a bad frame is counted and skipped, any other
+    failure raised once the frames before it are out."""
     for frame, out in done:
         if isinstance(out, FrameError):
             _fail(stats, f"frame {frame.index}: {out}")
             continue
+        if isinstance(out, BaseException):
+            raise out
         result = out[0]
         if smoother is not None:
             result = smoother(result)

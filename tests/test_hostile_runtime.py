@@ -367,15 +367,15 @@ def test_a_folder_replaced_on_a_full_disk_names_the_folder_and_the_file(tmp_path
 def test_a_stream_that_runs_out_of_memory_keeps_what_it_did(model, tmp_path, monkeypatch):
     from usseg.runtime.segmenter import Segmenter
 
-    real, calls = Segmenter.__call__, []
+    real, calls = Segmenter.start_call, []
 
-    def running_out(self, image):
+    def running_out(self, frames):  # the GPU half of the third frame's call
         calls.append(1)
         if len(calls) == 3:
             raise MemoryError()
-        return real(self, image)
+        return real(self, frames)
 
-    monkeypatch.setattr(Segmenter, "__call__", running_out)
+    monkeypatch.setattr(Segmenter, "start_call", running_out)
     video = write_video(tmp_path / "clip.avi", [frame(i, (48, 64, 3)) for i in range(6)])
     out = tmp_path / "out"
     assert stream_main(["--model", str(model), "--source", str(video), "--out", str(out), "--video", "none",
