@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/usseg-demo --out runs/demo
+	$(BIN)/usseg-demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

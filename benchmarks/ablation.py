@@ -4,7 +4,7 @@ It only calls the project's own CLIs (usseg-train, usseg-evaluate) and its prepr
 function, so each number in docs/ablation.md can be reproduced by hand with the commands it logs.
 
     python -m usseg.benchmarks.ablation cost  --frames runs/abl/data --size 240x320 --out runs/abl/cost.json
-    python -m usseg.benchmarks.ablation train --data runs/abl/data --base configs/demo.json --epochs 30 \
+    python -m usseg.benchmarks.ablation train --data runs/abl/data --base runs/demo/run/config.json --epochs 30 \
         --recipes seed realtime no-clahe --out runs/abl/phantom
     python -m usseg.benchmarks.ablation subsets --data runs/abl/data --fractions 0.25 0.5 --out runs/abl/subsets
     python -m usseg.benchmarks.ablation table --runs runs/abl/phantom --cost runs/abl/cost.json
@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cost)
     t = sub.add_parser("train", help="train + evaluate one run per recipe")
     t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--base", type=Path, required=True, help="a --config JSON file, e.g. configs/demo.json")
+    t.add_argument("--base", type=Path, required=True,
+                   help="a --config JSON file, e.g. runs/demo/run/config.json (the demo profile, as make demo trains it)")
     t.add_argument("--recipes", nargs="+", required=True)
     t.add_argument("--epochs", type=int, help="override the base file's epochs (a shorter schedule)")
     t.add_argument("--overrides", help="JSON object of more TrainConfig fields, e.g. '{\"val_every\": 5}'")

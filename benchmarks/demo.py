@@ -3,6 +3,9 @@
     synthesise + prepare -> train (demo profile) + evaluate -> export fp32 (+ int8 if it verifies)
     -> usseg predict on the test split, usseg stream on a phantom cine -> a short benchmark
     -> one summary, and runs/demo/report.md with curves, overlays and the benchmark chart.
+
+The demo only ever deletes what it made: --out must be new, empty, or a previous demo run (it
+carries the marker file .usseg-demo), and a previous run is replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from usseg.runtime.cli import add_device_option, add_out_option, alias_main
 from usseg.runtime.errors import UsageError
+from usseg.runtime.fileio import LOCK_NAME, output_lock, write_text
 
 log = logging.getLogger("usseg.demo")
 
@@ -108,8 +114,41 @@ def summary_text(out: Path, ev: dict, exports: dict, infer: dict, stream: dict, 
     return "\n".join(lines)
 
 
+DEMO_MARK = ".usseg-demo"  # in every folder the demo made: what --overwrite may replace
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """--out is new, empty, or (with --overwrite) a previous demo run; anything else is refused
+    before anything is written or deleted."""
+    if out.is_symlink():
+        raise UsageError(f"--out {out}: is a symbolic link (to {os.readlink(out)}); give a real folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]:
+        return
+    if not (out / DEMO_MARK).is_file():
+        raise UsageError(f"--out {out}: holds files the demo did not make; give a new or empty folder "
+                         f"(the demo deletes only its own runs)")
+    if not overwrite:
+        raise UsageError(f"--out {out}: holds a previous demo run; pass --overwrite to replace it")
+
+
+def clear_previous_run(out: Path) -> None:
+    """Empty a folder check_out accepted (the lock file of this run stays), then mark it as the demo's."""
+    for entry in out.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    write_text(out / DEMO_MARK, "usseg demo output: `usseg demo --overwrite` may replace this folder\n")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_out_option(p, "output folder, replaced on each run", default=Path("runs/demo"))
+    add_out_option(p, "output folder: new or empty, or a previous demo run with --overwrite",
+                   default=Path("runs/demo"))
+    p.add_argument("--overwrite", action="store_true", help="replace the previous demo run in --out")
     p.add_argument("--frames", type=int, default=70, help="phantom frames (the seed had 70)")
     p.add_argument("--epochs", type=int, help="override the demo profile's epochs")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark step")
@@ -119,7 +158,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.frames < 10:
         raise UsageError(f"--frames {args.frames}: the split needs at least 10 frames")
+    import usseg.train.loop  # noqa: F401  (the train extra, found missing before --out is touched)
 
+    out = args.out
+    check_out(out, args.overwrite)
+    with output_lock(out, "usseg demo"):
+        check_out(out, args.overwrite)  # again, now that no other run can change it
+        clear_previous_run(out)
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     from usseg.export.cli import main as export_main
     from usseg.runtime.infer import main as infer_main
     from usseg.train.evaluate import main as evaluate_main
@@ -128,10 +177,6 @@ def run(args: argparse.Namespace) -> int:
     from usseg.train.prepare import main as prepare_main
     from usseg.train.train_cli import main as train_main
 
-    out = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     timings: dict[str, float] = {}
     with Step("1. synthesise 70 phantom frames and prepare the split", timings):
         write_dataset(out / "phantom", count=args.frames, seed=1, cfg=PhantomConfig(height=480, width=640))
@@ -186,21 +231,54 @@ def stream_summary(folder: Path) -> dict:
 
 
 def write_report(out: Path, text: str, infer: dict) -> None:
-    """report.md, and report.html beside it: the same report in one file with its images inside."""
-    from usseg.runtime.fileio import write_text
+    """report.md, and report.html beside it: the same report in one file with its images inside.
 
+    Names in it come from the model (classes, recipe, provenance) and from files (overlays named
+    after the data set's ids, the benchmark's table): each is put in as text that Markdown shows
+    as it is, and the HTML is sanitised after rendering (html_report)."""
     overlays = sorted((out / "infer").glob("*_overlay.png"))[:6]
-    parts = ["# usseg demo report", "", "```", text, "```", "", "## Training curves", "", "![curves](curves.png)", "",
+    parts = ["# usseg demo report", "", *code_block(text), "", "## Training curves", "", "![curves](curves.png)", "",
              "## Overlays (test split)", "",
              "Masks tinted, MID and EPI lines, the VTB box, and the readouts (README: Readouts).", ""]
-    parts += [f"![{p.stem}](infer/{p.name})" for p in overlays]
+    parts += [f"![{markdown_text(p.stem)}](infer/{urllib.parse.quote(p.name)})" for p in overlays]
     if (out / "bench" / "benchmark.md").is_file():
         parts += ["", "## Benchmark", "", (out / "bench" / "benchmark.md").read_text(), "",
                   "![benchmark](bench/benchmark.png)"]
     parts += ["", "## Provenance", "", *provenance_lines(infer.get("provenance") or {})]
-    markdown_text = "\n".join(parts) + "\n"
-    write_text(out / "report.md", markdown_text)
-    write_text(out / "report.html", html_report(markdown_text, out))
+    source = "\n".join(parts) + "\n"
+    write_text(out / "report.md", source)
+    write_text(out / "report.html", html_report(source, out))
+
+
+MARKDOWN_ACTIVE = "\\`[]()!"  # what could open a code span, a link or an image in Markdown text
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as Markdown text shown as it is: HTML's special characters as entities, those of
+    Markdown that make code, links or images escaped, line breaks as spaces."""
+    import html
+
+    text = html.escape(" ".join(str(value).split()), quote=True)
+    return "".join("\\" + ch if ch in MARKDOWN_ACTIVE else ch for ch in text)
+
+
+def _fence(text: str, least: int) -> str:
+    """A run of backticks longer than any in ``text`` (and at least ``least``): it cannot be closed early."""
+    runs = [len(r) for r in "".join(ch if ch == "`" else " " for ch in text).split()]
+    return "`" * max(least, max(runs, default=0) + 1)
+
+
+def code_block(text: str) -> list[str]:
+    """``text`` as a fenced code block (Markdown escapes what is inside)."""
+    fence = _fence(text, 3)
+    return [fence, text, fence]
+
+
+def code_span(value: object) -> str:
+    """``value`` as inline code, whatever backticks it holds."""
+    text = " ".join(str(value).split())
+    fence = _fence(text, 1)
+    return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
 def provenance_lines(prov: dict) -> list[str]:
@@ -209,9 +287,10 @@ def provenance_lines(prov: dict) -> list[str]:
         return ["(not recorded)"]
     recipe = prov.get("recipe") or {}
     items = [("model", prov.get("model")), ("SHA-256", prov.get("sha256")),
-             ("classes", ", ".join(prov.get("classes", []))), ("recipe", recipe.get("name") if isinstance(recipe, dict) else recipe), ("provider", prov.get("provider")),
+             ("classes", ", ".join(map(str, prov.get("classes", [])))),
+             ("recipe", recipe.get("name") if isinstance(recipe, dict) else recipe), ("provider", prov.get("provider")),
              ("usseg", prov.get("usseg")), ("ONNX Runtime", prov.get("onnxruntime")), ("time", prov.get("time"))]
-    return [f"- {name}: `{value}`" for name, value in items if value]
+    return [f"- {name}: {code_span(value)}" for name, value in items if value]
 
 
 REPORT_STYLE = """body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -220,19 +299,21 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 th{background:#eee}td:first-child,th:first-child{text-align:left}"""
 
 
-def html_report(markdown_text: str, folder: Path) -> str:
-    """One self-contained HTML page: Markdown rendered by python-markdown, and every image it
+def html_report(markdown_source: str, folder: Path) -> str:
+    """One self-contained HTML page: Markdown rendered by python-markdown and sanitised by nh3
+    (no scripts, event handlers or foreign URLs, whatever a name in it held), and every image it
     links to (relative to ``folder``) embedded as a data URI, so it opens anywhere with one click."""
     import base64
     import html
     import re
 
     import markdown
+    import nh3
 
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    body = nh3.clean(markdown.markdown(markdown_source, extensions=["tables", "fenced_code"]), url_schemes=set())
 
     def embed(match: re.Match) -> str:
-        src = html.unescape(match.group(2))
+        src = urllib.parse.unquote(html.unescape(match.group(2)))
         path = (folder / src).resolve()
         if "://" in src or not path.is_file() or folder.resolve() not in path.parents:
             return match.group(0)

@@ -2,7 +2,7 @@
 
     python -m usseg.benchmarks.graph_check --device cuda --out graph_check.json
 
-For each recipe, the ONNX recipe (usseg.export.recipe_graph, raw uint8 frame in) runs on the
+For each recipe, the ONNX recipe (usseg.runtime.recipe.graph, raw uint8 frame in) runs on the
 provider of ``--device`` with the options the Segmenter uses for such models, and its 8-bit
 output is compared with ``usseg.runtime.preprocess.enhance`` on the same phantom frames: the
 share of pixels within 1 grey level (the acceptance figure, >= 99.9 %) and the share that is
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from usseg.runtime.backend import available_providers, check_active, open_session
 from usseg.runtime.fileio import write_text
 from usseg.runtime.preprocess import Letterbox, enhance, get_recipe
 from usseg.runtime.providers import (
@@ -32,6 +31,7 @@ from usseg.runtime.providers import (
     parse_device,
     preload_gpu_libraries,
 )
+from usseg.runtime.sessions import available_providers, check_active, open_session
 
 from .ablation import parse_size
 from .models import phantom_frames
@@ -76,7 +76,7 @@ def _session(model_bytes: bytes, device: str, conv_algo: str | None = None):
 
 def check_recipe(recipe: str, frames: list[np.ndarray], size: tuple[int, int], device: str, rounds: int,
                  batch: int, conv_algo: str | None = None) -> dict:
-    from usseg.export.recipe_graph import recipe_graph
+    from usseg.runtime.recipe.graph import recipe_graph
 
     fh, fw = frames[0].shape
     model = recipe_graph(get_recipe(recipe), fh, fw, *size, batch=None, expose_enhanced=True)

@@ -46,21 +46,21 @@ def model_info(m: ModelEntry) -> dict[str, Any]:
 # -- the pipelines ---------------------------------------------------------------------------------------
 def usseg_pipeline(name: str, m: ModelEntry, device: str, precision: str = "fp32",
                    graph: tuple[int, int] | None = None, batch: int = 1):
-    """(Pipeline, Segmenter): the runtime as a user runs it; stages through the same functions."""
-    from usseg.runtime.pipeline import finish, prepare
+    """(Pipeline, Segmenter): the runtime as a user runs it; stages through the Segmenter's own
+    stage objects (preparer, engine + decoder, finisher) on its batch-1 buffers."""
     from usseg.runtime.segmenter import Segmenter
 
     seg = Segmenter(m.export(precision, "1" if batch == 1 else "dynamic", graph), device=device)
-    c = seg.contract
+    buffers = seg.engine.buffers(1)
     info = {**model_info(m), "impl": "usseg", "provider": seg.provider, "precision": precision, "batch": batch,
             "variant": "recipe in the ONNX graph" if graph else "",
             "stage_providers": {"preprocess": "copy of the raw frame" if graph else "cv2 on the host",
                                 "postprocess": "Numba on the host"}}
     if batch > 1:
         return Pipeline(name, seg.batch, info, batch=batch), seg
-    return Pipeline(name, seg, info, preprocess=lambda frame: prepare(frame, c, seg._input[0, 0]),
-                    inference=lambda box: seg._infer(),
-                    postprocess=lambda labels, box: finish(labels, box, c, None)), seg
+    return Pipeline(name, seg, info, preprocess=lambda frame: seg.preparer([frame], buffers),
+                    inference=lambda prepared: seg.decoder(seg.engine.run(buffers, prepared)[0]),
+                    postprocess=lambda labels, prepared: seg.finisher(labels, prepared.letterboxes[0])), seg
 
 
 def seed_style_pipeline(name: str, m: ModelEntry, device: str, contract) -> Pipeline:
@@ -84,18 +84,22 @@ def bare_onnxruntime(m: ModelEntry, seg, device: str) -> Variant:
     session = ort.InferenceSession(str(m.export("fp32")), providers=[provider], provider_options=options)
     if session.get_providers()[0] != provider:
         raise RuntimeError(f"bare ONNX Runtime: {provider} did not start (active: {session.get_providers()})")
-    name = session.get_inputs()[0].name
+    name, host_input = session.get_inputs()[0].name, seg.engine.buffers(1).host_in
     return Variant("onnxruntime", "inference",
-                   lambda box: session.run(None, {name: seg._input})[0][0].argmax(0).astype(np.uint8),
+                   lambda prepared: session.run(None, {name: host_input})[0][0].argmax(0).astype(np.uint8),
                    {"impl": "bare ONNX Runtime", "provider": provider, "precision": "fp32"})
 
 
 def precision_variant(m: ModelEntry, seg, device: str, precision: str) -> Variant:
+    from usseg.runtime.prepare import ModelInput
     from usseg.runtime.segmenter import Segmenter
 
     other = Segmenter(m.export(precision), device=device)
-    return Variant(precision, "inference", lambda box: other._infer(), {"precision": precision, "provider": other.provider},
-                   setup=lambda box: np.copyto(other._input, seg._input))
+    mine, theirs = seg.engine.buffers(1), other.engine.buffers(1)
+    on_host = ModelInput([], [])  # the input is in the host buffer: the engine copies it in
+    return Variant(precision, "inference", lambda prepared: other.decoder(other.engine.run(theirs, on_host)[0]),
+                   {"precision": precision, "provider": other.provider},
+                   setup=lambda prepared: np.copyto(theirs.host_in, mine.host_in))
 
 
 def recipe_variant(m: ModelEntry, recipe: str) -> Variant:

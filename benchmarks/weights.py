@@ -275,9 +275,9 @@ def given(path: Path, cache: Path) -> ModelEntry:
     folder = cache / f"given-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".onnx":
-        from usseg.runtime.segmenter import peek_contract
+        from usseg.runtime.model_io import read_model
 
-        contract = peek_contract(path)
+        contract = read_model(path).contract
         prov = dict(contract.provenance)
         weights = {"trained": "given", "source": source, "epoch": prov.get("epoch"),
                    "val_dice": prov.get("val_dice"), "mean_val_dice": prov.get("mean_val_dice"),

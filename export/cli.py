@@ -8,7 +8,7 @@
 ``--out DIR`` writes DIR/model.onnx (model-fp16.onnx, model-int8.onnx; ``--name`` to choose);
 an ``--out`` ending in .onnx is taken as the file itself. With ``--graph-preprocess 480x640`` the
 recipe and the letterbox resize become part of the graph, which then takes raw uint8 frames of
-that size (see usseg.export.recipe_graph).
+that size (see usseg.runtime.recipe.graph).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from usseg.runtime.cli import add_model_option, alias_main
+from usseg.runtime.contract import OUTPUT_KINDS
 from usseg.runtime.errors import UsageError
 
 from .errors import ExportError, VerificationError  # noqa: F401  (kept importable from here)
 from .pipeline import ExportOptions, export
-from .precisions import DEFAULT_PRECISION, OUTPUT_KINDS, PRECISIONS
+from .precisions import DEFAULT_PRECISION, PRECISIONS
 from .report import summary
 
 

@@ -16,14 +16,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from usseg.runtime.backend import cpu_session
 from usseg.runtime.contract import Contract
 from usseg.runtime.errors import UssegError
 from usseg.runtime.preprocess import preprocess
+from usseg.runtime.recipe.graph import GraphRecipeError, recipe_graph
+from usseg.runtime.sessions import cpu_session
 
 from .convert import write_contract
 from .frames import raw_frames
-from .recipe_graph import GraphRecipeError, recipe_graph
 from .verify import VerificationError, labels_of
 
 PREPROCESSED = "usseg_preprocessed"

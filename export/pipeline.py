@@ -8,15 +8,18 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from usseg.runtime.contract import Contract, ContractError, FrameSpec
+from usseg.runtime.contract import OUTPUT_KINDS, Contract, ContractError, FrameSpec
+from usseg.runtime.errors import WriteError
+from usseg.runtime.fileio import output_lock
 
 from .errors import ExportError
 from .frames import calibration_files, calibration_frames, verification_frames
-from .precisions import DEFAULT_PRECISION, OUTPUT_KINDS, PRECISIONS
+from .precisions import DEFAULT_PRECISION, PRECISIONS
 from .verify import Parity, check, compare, run_onnx
 
 log = logging.getLogger("usseg.export")
@@ -64,13 +67,12 @@ def check_inputs(opts: ExportOptions) -> None:
                           "expects the float32 model input")
     if opts.out.is_dir():
         raise ExportError(f"{opts.out}: is a folder; the model file must end in .onnx")
-    parent = opts.out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{opts.out}: cannot create the output folder ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"{opts.out}: the output folder {parent} is not writable")
+    parent = opts.out.parent.absolute()  # made when the export starts (its output lock), not here
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise ExportError(f"{opts.out}: cannot create the output folder ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"{opts.out}: the output folder {existing} is not writable")
 
 
 def load(opts: ExportOptions):
@@ -106,13 +108,43 @@ def load(opts: ExportOptions):
 
 
 def export(opts: ExportOptions) -> dict:
-    """Run the pipeline; returns the figures the summary prints."""
-    from .convert import convert_fp16, export_fp32, quantize_int8
-
+    """Run the pipeline; returns the figures the summary prints. One export at a time writes into
+    the model's folder and the Triton repository (their output locks, taken once the inputs are
+    checked). A write that fails (a full disk) raises WriteError naming the model file; nothing
+    half-written is left, and a previous model file stays as it was."""
     start = time.perf_counter()
     check_inputs(opts)
+    with ExitStack() as locks:
+        for folder in (opts.out.parent, opts.triton):
+            if folder is not None:
+                locks.enter_context(output_lock(folder, "usseg export"))
+        figures = _export(opts)
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def _export(opts: ExportOptions) -> dict:
     model, contract = load(opts)
     figures: dict = {"precision": opts.precision, "contract": contract}
+    try:
+        _write_model(opts, model, contract, figures)
+    except OSError as exc:
+        raise WriteError.of(opts.out, exc, "the model") from None
+    if opts.triton is not None:
+        from .triton import write_repository
+
+        try:
+            figures["triton"] = write_repository(opts.out, contract, opts.triton)
+        except OSError as exc:
+            raise WriteError.of(opts.triton, exc, "the Triton repository") from None
+    return figures
+
+
+def _write_model(opts: ExportOptions, model, contract: Contract, figures: dict) -> None:
+    """Trace, convert, verify and (with --graph-preprocess) extend the model in a temporary folder
+    beside ``opts.out``, then move it into place."""
+    from .convert import convert_fp16, export_fp32, quantize_int8
+
     with tempfile.TemporaryDirectory(dir=opts.out.parent, prefix=".usseg-export-") as work:
         fp32_path = Path(work) / "fp32.onnx"
         fp32_contract = replace(contract, provenance={**contract.provenance, "precision": "fp32"})
@@ -131,12 +163,6 @@ def export(opts: ExportOptions) -> dict:
         if contract.frame is not None:
             staged = _prepend_preprocessing(staged, Path(work) / "graph.onnx", contract, opts, figures)
         os.replace(staged, opts.out)
-    if opts.triton is not None:
-        from .triton import write_repository
-
-        figures["triton"] = write_repository(opts.out, contract, opts.triton)
-    figures["seconds"] = time.perf_counter() - start
-    return figures
 
 
 def _prepend_preprocessing(network: Path, staged: Path, contract: Contract, opts: ExportOptions,

@@ -30,5 +30,4 @@ PRECISIONS: dict[str, Precision] = {
                       "model-int8.onnx"),
 }
 
-OUTPUT_KINDS = ("logits", "probs", "labels")
 DEFAULT_PRECISION = "fp32"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usseg.runtime.backend import cpu_session
+from usseg.runtime.sessions import cpu_session
 from usseg.runtime.contract import Contract
 
 from .errors import VerificationError

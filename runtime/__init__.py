@@ -15,7 +15,7 @@ from .preprocess import FrameError, Letterbox, Recipe, get_recipe, preprocess, t
 
 _LAZY = {
     "Segmenter": ".segmenter",
-    "ModelError": ".segmenter",
+    "ModelError": ".providers",
     "ProviderError": ".providers",
     "Result": ".result",
 }

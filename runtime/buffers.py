@@ -1,36 +1,22 @@
-"""The buffers a backend binds and the thread its CUDA graph lives on.
+"""The buffers an engine binds: allocated once, up front, and bound to a session by IO binding.
 
 Host buffers are page-locked (``cudaHostRegister``) where CUDA's runtime library can be loaded, so
 that the copies to and from the device are direct DMA; each device buffer is one OrtValue, bound
-once, whose address a captured CUDA graph keeps. ONNX Runtime keeps a CUDA graph per thread, so a
-backend with one runs every session call on a single :class:`Worker` (see backend.py).
+once, whose address a captured CUDA graph keeps. The device-to-host copies (``READBACKS``) are
+tried in order at warm-up (usseg.runtime.engine).
 """
 
 from __future__ import annotations
 
 import ctypes
-import queue
-import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-
-@dataclass(frozen=True)
-class IOSpec:
-    """The one input and one output the backend binds (batch 1 shapes)."""
-
-    input_name: str
-    input_shape: tuple[int, ...]
-    input_dtype: Any
-    output_name: str
-    output_shape: tuple[int, ...]
-    output_dtype: Any
-
+from .model_io import ModelIO
 
 
 class CudaRuntime:
@@ -107,68 +93,28 @@ READBACKS: dict[str, Callable[[Any, np.ndarray], None]] = {
 
 
 class Bound:
-    """One set of buffers bound to a session: host input/output, and on a GPU their device twins."""
+    """The buffers of ``batch`` frames bound to a session: host input and output, and on a GPU their
+    device twins. The preparer writes the host input (or, fused, the device input at
+    :meth:`device_input`); the engine runs the binding and reads the host output."""
 
-    def __init__(self, session: Any, spec: IOSpec, batch: int, gpu: bool, device_id: int) -> None:
-        in_shape, out_shape = (batch,) + spec.input_shape[1:], (batch,) + spec.output_shape[1:]
-        self.host_in, pin_in = host_array(in_shape, spec.input_dtype, gpu)
-        self.host_out, pin_out = host_array(out_shape, spec.output_dtype, gpu)
+    def __init__(self, session: Any, io: ModelIO, batch: int, gpu: bool, device_id: int) -> None:
+        in_shape, out_shape = io.shapes(batch)
+        self.host_in, pin_in = host_array(in_shape, io.input.dtype, gpu)
+        self.host_out, pin_out = host_array(out_shape, io.output.dtype, gpu)
         self.pinned = pin_in and pin_out
         self.gpu = gpu
         self.binding = session.io_binding()
         if gpu:
-            self.dev_in = device_value(in_shape, spec.input_dtype, device_id)
-            self.dev_out = device_value(out_shape, spec.output_dtype, device_id)
+            self.dev_in = device_value(in_shape, io.input.dtype, device_id)
+            self.dev_out = device_value(out_shape, io.output.dtype, device_id)
         else:
             self.dev_in = ort.OrtValue.ortvalue_from_numpy(self.host_in)
             self.dev_out = ort.OrtValue.ortvalue_from_numpy(self.host_out)
-        self.binding.bind_ortvalue_input(spec.input_name, self.dev_in)
-        self.binding.bind_ortvalue_output(spec.output_name, self.dev_out)
+        self.binding.bind_ortvalue_input(io.input.name, self.dev_in)
+        self.binding.bind_ortvalue_output(io.output.name, self.dev_out)
 
-    def run(self, session: Any, copy_input: bool, readback: Callable[[Any, np.ndarray], None]) -> np.ndarray:
-        if self.gpu and copy_input:
-            self.dev_in.update_inplace(self.host_in)
-        session.run_with_iobinding(self.binding)
-        if self.gpu:
-            readback(self.dev_out, self.host_out)
-        return self.host_out
-
-
-class Worker:
-    """One daemon thread that runs the calls given to it, in order (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="usseg-gpu", daemon=True)
-        self._thread.start()
-
-    @property
-    def ident(self) -> int | None:
-        return self._thread.ident
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, box, done = job
-            try:
-                box.append((True, fn(*args)))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
-                box.append((False, exc))
-            done.set()
-
-    def call(self, fn: Callable, *args: Any) -> Any:
-        if threading.get_ident() == self._thread.ident:
-            return fn(*args)
-        box: list = []
-        done = threading.Event()
-        self._jobs.put((fn, args, box, done))
-        done.wait()
-        ok, value = box[0]
-        if ok:
-            return value
-        raise value
-
-    def stop(self) -> None:
-        self._jobs.put(None)
+    def device_input(self, index: int) -> int | None:
+        """Device address of frame ``index``'s input (None without a device)."""
+        if not self.gpu:
+            return None
+        return self.dev_in.data_ptr() + index * self.host_in[0].nbytes

@@ -20,11 +20,11 @@ import argparse
 import importlib
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import providers
 from .errors import EXIT_SETUP, UssegError
 
 log = logging.getLogger("usseg")
@@ -68,16 +68,14 @@ def command(name: str) -> Command:
 
 
 # -- shared options ---------------------------------------------------------------------------
-DEVICE_HELP = "auto (default: TensorRT, then CUDA, then CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(:(\d{1,2}))?$")
-
-
 def parse_device(text: str) -> str:
-    """The one device syntax of every command; raises argparse's error with the valid forms."""
-    m = _DEVICE.match(text.strip().lower())
-    if m is None or (m.group(2) and m.group(1) in ("auto", "cpu")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device; valid: {DEVICE_HELP}")
-    return m.group(0)
+    """``--device``: the runtime's one device syntax (:func:`usseg.runtime.providers.parse_device`),
+    as argparse's error with the valid forms; returns the text, normalised."""
+    try:
+        providers.parse_device(text)
+    except providers.ProviderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | None = None) -> None:
@@ -89,7 +87,7 @@ def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | Non
             raise argparse.ArgumentTypeError(f"{text!r}: this command runs on {', '.join(allowed)}")
         return device
 
-    kinds = DEVICE_HELP if allowed is None else ", ".join(allowed) + " (default auto)"
+    kinds = (providers.DEVICE_HELP if allowed is None else ", ".join(allowed)) + " (default auto)"
     p.add_argument("--device", type=checked, default="auto", metavar="DEVICE", help=kinds)
 
 
@@ -104,7 +102,9 @@ def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = Tru
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """How a Segmenter runs an exported model (predict, stream)."""
-    p.add_argument("--preprocess", choices=("auto", "host", "fused"), default="auto",
+    from .prepare import PREPROCESS
+
+    p.add_argument("--preprocess", choices=PREPROCESS, default="auto",
                    help="where the recipe runs: auto (fused CUDA kernels when the device and recipe allow, "
                         "else the host), host, fused (default auto)")
     p.add_argument("--tta", action="store_true",
@@ -180,21 +180,39 @@ def _description(module, cmd: Command) -> str:
 
 def run_command(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` for one subcommand and run it: the exit-code rule in one place."""
-    parser = build_parser(name, prog)
+    try:
+        parser = build_parser(name, prog)
+    except ModuleNotFoundError as exc:  # the stage's extra is not installed (--help included)
+        setup_logging()
+        return _missing_module(exc, name)
     args = parser.parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     module = importlib.import_module(command(name).module)
     try:
         return int(module.run(args))
+    except ModuleNotFoundError as exc:  # an extra a stage imports only when it runs
+        return _missing_module(exc, name)
     except UssegError as exc:
         log.error("%s", exc)
         return exc.exit_code
     except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
         log.error("%s", os_error_message(exc))
         return EXIT_SETUP
-    except KeyboardInterrupt:
-        log.error("interrupted (Ctrl-C)")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command handles it so
+        from .interrupt import EXIT_CODES, stopped_by
+
+        log.error("interrupted (%s)", stopped_by(exc))
+        return EXIT_CODES[stopped_by(exc)]
+
+
+def _missing_module(exc: ModuleNotFoundError, name: str) -> int:
+    from .extras import missing_extra
+
+    missing = missing_extra(exc, name)
+    if missing is None:
+        raise exc
+    log.error("%s", missing)
+    return missing.exit_code
 
 
 def os_error_message(exc: OSError) -> str:

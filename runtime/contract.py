@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .contract_checks import (  # noqa: F401  (ContractError and check_types are imported from here)
+from .contract_checks import (  # noqa: F401  (ContractError is imported from here)
     Between,
     ContractError,
     OneOf,
@@ -25,7 +25,6 @@ from .contract_checks import (  # noqa: F401  (ContractError and check_types are
     check_spec,
     check_types,
     clip,
-    field_name,
     field_values,
     show,
 )
@@ -113,7 +112,7 @@ class FrameSpec:
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    """Parameters of the seed's rule-based post-processing (see runtime/postprocess.py)."""
+    """Parameters of the seed's rule-based post-processing (see runtime/postprocess/)."""
 
     kind: str = "spine"
     min_line_area: int = 500

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from .imageio import DICOM_SUFFIXES, ImageError
+from .imageio import DEFAULT_MAX_PIXELS, DICOM_SUFFIXES, ImageError, check_frame_size
 
 log = logging.getLogger("usseg.dicom")
 
 CM = 3                        # Physical Units code for cm (PS3.3 C.8.5.5.1.15)
 REGION_2D = 1                 # Region Spatial Format: 2D (tissue or flow)
 MAX_SPACING_MM = 10.0         # a larger "spacing" is not a B-mode image
-MAX_PIXELS = 1 << 31          # frames x rows x columns x samples refused above this
+MAX_PIXELS = 1 << 31          # frames x rows x columns x samples refused above this (the whole file is decoded)
 ANISOTROPY = 0.01             # row and column spacing closer than 1 % are taken as one spacing
 SOURCES = ("user", "ultrasound-regions", "pixel-spacing", "none")
 
@@ -176,13 +176,17 @@ def _int(ds: Any, keyword: str, default: int, low: int, high: int, where: str) -
     return int(value)
 
 
-def info_from_dataset(ds: Any, where: str = "DICOM") -> DicomInfo:
-    """The checked header facts of a pydicom Dataset (pixel data not needed)."""
+def info_from_dataset(ds: Any, where: str = "DICOM", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DicomInfo:
+    """The checked header facts of a pydicom Dataset (pixel data not needed); a frame of more than
+    ``max_pixels`` (Rows x Columns) is refused with FrameTooLarge before any pixel is decoded
+    (None: no budget, for reading the header alone)."""
     rows, cols = _int(ds, "Rows", 0, 1, 65535, where), _int(ds, "Columns", 0, 1, 65535, where)
     frames = _int(ds, "NumberOfFrames", 1, 1, 1_000_000, where)
     samples = _int(ds, "SamplesPerPixel", 1, 1, 4, where)
     allocated = _int(ds, "BitsAllocated", 8, 1, 64, where)
     bits = _int(ds, "BitsStored", allocated, 1, allocated, where)
+    if max_pixels is not None:
+        check_frame_size(where, rows, cols, max_pixels)
     if frames * rows * cols * samples > MAX_PIXELS:
         raise ImageError(f"{where}: {frames} frames of {rows}x{cols}x{samples} is too large to read")
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
@@ -214,7 +218,7 @@ def _dcmread(path: Path, header_only: bool) -> Any:
 def read_info(path: str | os.PathLike) -> DicomInfo:
     """The header facts of a DICOM file, without decoding its pixels."""
     path = Path(path)
-    return info_from_dataset(_dcmread(path, header_only=True), str(path))
+    return info_from_dataset(_dcmread(path, header_only=True), str(path), max_pixels=None)
 
 
 def frames_from_dataset(ds: Any, info: DicomInfo, where: str = "DICOM") -> np.ndarray:
@@ -251,16 +255,17 @@ def frames_from_dataset(ds: Any, info: DicomInfo, where: str = "DICOM") -> np.nd
         raise ImageError(f"{where}: {exc}") from None
 
 
-def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, DicomInfo]:
+def read_dicom(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, DicomInfo]:
     """The frames of a DICOM file (see :func:`frames_from_dataset`) and its header facts.
 
     Raises:
+        FrameTooLarge: its Rows x Columns is over ``max_pixels`` (checked before decoding).
         ImageError: pydicom is missing; the file is missing, unreadable, too large, or its pixels
         cannot be decoded or have negative values.
     """
     path = Path(path)
     ds = _dcmread(path, header_only=False)
-    info = info_from_dataset(ds, str(path))
+    info = info_from_dataset(ds, str(path), max_pixels)
     return frames_from_dataset(ds, info, str(path)), info
 
 

@@ -25,10 +25,10 @@ import numpy as np
 from .cli import add_out_option, alias_main
 from .dicom import calibration, is_dicom_path, read_info
 from .errors import UsageError
-from .fileio import replace_dir, write_json, write_png
+from .fileio import output_lock, replace_dir, write_json, write_png
+from .interrupt import stop_signals, stopped_by
 from .outfolder import check_out
 from .preprocess import FrameError, to_grey8
-from .signals import Terminated, sigterm_raises
 from .sources import InputError, SourceError, open_source
 
 log = logging.getLogger("usseg.extract")
@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     prefix = source_name(args.source)
     written, failed, ended_by = [], 0, "end of source"
-    with replace_dir(args.out) as tmp:
+    with output_lock(args.out, "usseg extract"), replace_dir(args.out) as tmp:
         try:
-            with sigterm_raises("stopped by SIGTERM"):
+            with stop_signals():
                 start = None
                 for frame in source.frames():
                     start = frame.captured if start is None else start
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
                     if args.count is not None and len(written) >= args.count:
                         ended_by = f"--count {args.count}"
                         break
-        except (KeyboardInterrupt, Terminated) as exc:
-            ended_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what was written
+            ended_by = stopped_by(exc)
         except SourceError as exc:
             ended_by, failed = f"source error: {exc}", failed + 1
             log.error("%s", exc)

@@ -1,17 +1,19 @@
-"""One decorator for every Numba kernel of the runtime: cached on disk where possible, never fatal.
+"""One decorator for every Numba kernel of the runtime: cached on disk where possible, never fatal,
+never inside the installed package.
 
-Numba's ``cache=True`` picks a cache folder when a kernel is decorated, i.e. on import. It tries
-``NUMBA_CACHE_DIR`` (``numba.config.CACHE_DIR``), then the ``__pycache__`` beside the source file,
-then the user-wide cache (``$XDG_CACHE_HOME/numba``, else ``~/.cache/numba``), and takes the first
-that accepts a test file. When none does (a read-only install run by an account without a
-writable HOME) it raises "cannot cache function ...: no locator available", and nothing that
-imports the runtime would start, not even ``usseg-infer --help``.
+Left to itself, Numba's ``cache=True`` writes its cache into the ``__pycache__`` beside the source
+file, i.e. into the installed package, which a shared or read-only install should not have
+written into. ``kernel`` chooses the folder instead, once per process, before the first kernel is
+created, and points ``numba.config.CACHE_DIR`` at it. The first that takes a file wins:
 
-``kernel`` keeps Numba's choice whenever Numba finds a folder. Otherwise it points
-``numba.config.CACHE_DIR`` at a folder it can write, before the kernel is created:
-``$USSEG_CACHE_DIR/numba``, else ``usseg-<uid>/numba`` under the system temp folder (private to
-the user: Numba loads its cache files with pickle). Failing both, kernels compile on every start.
-The fallback is logged once per process.
+1. ``NUMBA_CACHE_DIR``, when set (Numba's own setting);
+2. ``$USSEG_CACHE_DIR/numba``, when set;
+3. ``usseg/numba`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``);
+4. ``usseg-<uid>/numba`` under the system temp folder, private to the user (Numba loads its
+   cache files with pickle).
+
+A folder asked for (1, 2) that cannot be written, and falling back to 4, are logged as warnings;
+with none of them writable the kernels compile on every start, with a warning.
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ CACHE_DIR_ENV = "USSEG_CACHE_DIR"
 
 @dataclass
 class _CachePlan:
-    """This process's answer: Numba's own folders (folder None), a fallback folder, or no cache."""
+    """This process's answer: the cache folder, or no cache (folder None once chosen)."""
 
+    chosen: bool = False
     folder: str | None = None
-    fallback_tried: bool = False
-    enabled: bool = True
 
 
 _plan = _CachePlan()
@@ -45,54 +46,62 @@ _lock = threading.Lock()
 
 
 def kernel(func: Callable) -> Callable:
-    """``numba.njit(nogil=True)`` with an on-disk cache wherever one can be written."""
+    """``numba.njit(nogil=True)`` with an on-disk cache in the folder chosen for this process."""
     with _lock:
-        while _plan.enabled:
-            if _plan.folder is not None:
-                numba.config.CACHE_DIR = _plan.folder  # again: Numba resets it when NUMBA_* change
+        if not _plan.chosen:
+            _plan.folder, _plan.chosen = _choose_folder(), True
+        if _plan.folder is not None:
+            numba.config.CACHE_DIR = _plan.folder  # again each time: Numba resets it when NUMBA_* change
             try:
                 return numba.njit(cache=True, nogil=True)(func)
-            except RuntimeError as error:  # Numba found no cache folder it can write
-                _fall_back(func, error)
+            except RuntimeError as error:  # Numba found no cache folder it can write after all
+                log.warning("Numba cannot cache kernels in %s (%s); compiling them on every start", _plan.folder,
+                            error)
+                _plan.folder = None
         return numba.njit(cache=False, nogil=True)(func)
 
 
-def _fall_back(func: Callable, error: RuntimeError) -> None:
-    """Move the plan one step down (fallback folder, then no cache) and say so."""
-    where = os.path.dirname(func.__code__.co_filename)
-    if not _plan.fallback_tried:
-        _plan.fallback_tried = True
-        found = _writable_fallback()
-        if found is not None:
-            _plan.folder, chosen = found
-            asked = os.environ.get(CACHE_DIR_ENV)
-            if chosen:
-                level, hint = logging.INFO, ""
-            elif asked:
-                level, hint = logging.WARNING, f" ({CACHE_DIR_ENV}={asked} cannot be written)"
-            else:
-                level, hint = logging.WARNING, f" (set {CACHE_DIR_ENV} to choose the folder)"
-            log.log(level, "Numba cannot cache kernels beside %s or in the user cache folder (is HOME "
-                    "writable?); caching them in %s%s", where, _plan.folder, hint)
-            return
-    _plan.enabled = False
-    log.warning("Numba cannot cache kernels (%s); compiling them on every start (set %s to a writable "
-                "folder to keep them)", error, CACHE_DIR_ENV)
+def _user_cache_folder() -> str:
+    """``usseg/numba`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "usseg", "numba")
 
 
-def _writable_fallback() -> tuple[str, bool] | None:
-    """The first fallback folder that takes a file, and whether the user chose it; None if none."""
-    chosen = os.environ.get(CACHE_DIR_ENV)
-    for user_chose in ([True] if chosen else []) + [False]:
-        try:
-            folder = os.path.join(chosen if user_chose else _private_temp_folder(), "numba")
-            os.makedirs(folder, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()  # the test Numba itself makes
-        except OSError as error:
-            log.debug("Numba cache fallback refused: %s", error)
-            continue
-        return folder, user_chose
+def _choose_folder() -> str | None:
+    """The first writable folder of the module docstring's list, saying what was passed over."""
+    asked = [(name, path) for name, path in (("NUMBA_CACHE_DIR", numba.config.CACHE_DIR),
+                                             (CACHE_DIR_ENV, os.environ.get(CACHE_DIR_ENV))) if path]
+    for name, path in asked:
+        folder = path if name == "NUMBA_CACHE_DIR" else os.path.join(path, "numba")
+        if _writable(folder):
+            return folder
+        log.warning("Numba cache: %s=%s cannot be written; looking further", name, path)
+    user = _user_cache_folder()
+    if _writable(user):
+        return user
+    try:
+        private = os.path.join(_private_temp_folder(), "numba")
+    except OSError as error:
+        log.debug("Numba cache: no private temp folder: %s", error)
+        private = None
+    if private is not None and _writable(private):
+        log.warning("Numba cannot cache kernels in the user cache folder %s (is HOME writable?); caching them in "
+                    "%s (set %s to choose the folder)", user, private, CACHE_DIR_ENV)
+        return private
+    log.warning("Numba cannot cache kernels: no writable cache folder (%s); compiling them on every start (set "
+                "%s to a writable folder to keep them)", user, CACHE_DIR_ENV)
     return None
+
+
+def _writable(folder: str) -> bool:
+    """The folder exists or can be made, and takes a file (the test Numba itself makes)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        log.debug("Numba cache folder %s refused: %s", folder, error)
+        return False
+    return True
 
 
 def _private_temp_folder() -> str:

@@ -1,23 +1,35 @@
-"""The graph's input and output tensors checked against the model contract.
+"""The model file: its contract, and the graph's input and output tensors checked against it.
 
-A model file is untrusted: its contract may say one thing and its graph do another. Checking the
-tensors (name, rank, dims, dtype) when the model is loaded turns what would be an ONNX Runtime
-traceback at warm-up into one message that names the model and the tensor. The checks take
-anything with ``.name``, ``.shape`` and ``.type`` (ONNX Runtime's ``NodeArg``), so a Triton
-server's model config goes through the same code (:func:`triton_tensors`).
+``read_model(path)`` reads both from the file (with the ``onnx`` package; no ONNX Runtime session
+is opened) before anything is built from them: the contract is read once, and every stage of the
+Segmenter and the session plan are made from it. A model file is untrusted: its contract may say
+one thing and its graph do another. Checking the tensors (name, rank, dims, dtype) when the model
+is loaded turns what would be an ONNX Runtime traceback at warm-up into one message that names the
+model and the tensor. The checks take anything with ``.name``, ``.shape`` and ``.type`` (ONNX
+Runtime's ``NodeArg`` reads the same), so a Triton server's model config goes through the same code
+(:func:`triton_tensors`).
+
+This module is the one description of the model's tensors: what the graph takes and gives
+(:func:`expected_input`, :func:`expected_output`) and what the engine binds (:class:`ModelIO`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .contract import Contract, ContractError
+import numpy as np
 
-# What the runtime binds and reads back (Segmenter's output buffer, labels_from_output).
+from .contract import METADATA_KEY, Contract, ContractError
+from .providers import ModelError, first_line
+
+# What the runtime binds and reads back (the engine's output buffer, the decoder).
 SCORE_TYPES = ("tensor(float)",)
 LABEL_TYPES = ("tensor(uint8)", "tensor(int64)")
+DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
 TRITON_TYPES = {"TYPE_FP32": "tensor(float)", "TYPE_FP16": "tensor(float16)", "TYPE_UINT8": "tensor(uint8)",
                 "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)"}
 
@@ -33,6 +45,34 @@ class TensorInfo:
     name: str
     shape: list[Any]
     type: str
+
+    @property
+    def dtype(self) -> Any:
+        """The numpy dtype of an element (for the types the runtime binds)."""
+        return DTYPES[self.type]
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What the engine binds: the one input and the one output, with the contract's dims (batch
+    first: 1, or None when dynamic) and the element type the graph declares."""
+
+    input: TensorInfo
+    output: TensorInfo
+
+    def shapes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The input and output shapes for ``batch`` frames."""
+        return (batch, *self.input.shape[1:]), (batch, *self.output.shape[1:])
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file as read once: its contract, its checked tensors and its SHA-256."""
+
+    path: Path
+    contract: Contract
+    io: ModelIO
+    sha256: str
 
 
 def expected_input(contract: Contract) -> TensorInfo:
@@ -53,9 +93,9 @@ def expected_output(contract: Contract) -> TensorInfo:
                       " or ".join(SCORE_TYPES))
 
 
-def check_graph_io(inputs: Iterable[Any], outputs: Iterable[Any], contract: Contract, where: Any) -> None:
-    """Raise GraphMismatchError (naming ``where`` and the tensor) unless the graph takes the one
-    input and gives the output its contract describes.
+def check_graph_io(inputs: Iterable[Any], outputs: Iterable[Any], contract: Contract, where: Any) -> ModelIO:
+    """What to bind for the graph; raises GraphMismatchError (naming ``where`` and the tensor)
+    unless the graph takes the one input and gives the output its contract describes.
 
     Args:
         inputs, outputs: ``session.get_inputs()`` / ``session.get_outputs()`` or TensorInfo.
@@ -73,7 +113,9 @@ def check_graph_io(inputs: Iterable[Any], outputs: Iterable[Any], contract: Cont
         raise GraphMismatchError(f"{where}: the graph has no output {contract.output_name!r} (contract field "
                                  f"'output_name'); its outputs are {sorted(found)}")
     types = LABEL_TYPES if contract.output == "labels" else SCORE_TYPES
-    _check_tensor(where, "output", got, expected_output(contract), types, contract)
+    out = expected_output(contract)
+    _check_tensor(where, "output", got, out, types, contract)
+    return ModelIO(want, TensorInfo(out.name, out.shape, got.type))
 
 
 def _check_tensor(where: Any, role: str, got: Any, want: TensorInfo, types: Sequence[str],
@@ -135,3 +177,44 @@ def triton_tensors(config: Any, where: Any) -> tuple[list[TensorInfo], list[Tens
         return tensors("input"), tensors("output")
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise GraphMismatchError(f"{where}: the model config's tensors are malformed ({type(exc).__name__}: {exc})") from None
+
+
+def read_model(path: Path) -> ModelFile:
+    """The contract of the model file at ``path`` and its graph's tensors, checked against each
+    other; ModelError (naming the file) for a file that is no ONNX model, carries no valid usseg
+    contract, or whose graph disagrees with it."""
+    import onnx
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and whatever a broken file gives
+        raise ModelError(f"{path}: cannot load this model ({first_line(exc)})") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ModelError(f"{path}: no usseg contract in the model metadata (key '{METADATA_KEY}'); "
+                         f"export it with usseg-export")
+    try:
+        contract = Contract.from_json(meta[METADATA_KEY])
+        weights = {init.name for init in model.graph.initializer}
+        inputs = [onnx_tensor(v) for v in model.graph.input if v.name not in weights]
+        io = check_graph_io(inputs, [onnx_tensor(v) for v in model.graph.output], contract, path)
+    except ContractError as exc:
+        raise ModelError(str(exc) if isinstance(exc, GraphMismatchError) else f"{path}: {exc}") from None
+    return ModelFile(path, contract, io, hashlib.sha256(data).hexdigest())
+
+
+def onnx_tensor(value: Any) -> TensorInfo:
+    """An ONNX ``ValueInfoProto`` as ONNX Runtime's NodeArg describes it: ``tensor(float)``, dims
+    as ints, a named dim as its name, an unknown one as None."""
+    from onnx import TensorProto
+
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return TensorInfo(value.name, [], str(kind))
+    tensor = value.type.tensor_type
+    shape: Any = None
+    if tensor.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+    return TensorInfo(value.name, shape, f"tensor({TensorProto.DataType.Name(tensor.elem_type).lower()})")

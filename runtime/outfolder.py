@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
+from .fileio import LOCK_NAME
 
 
 def overlap(out: Path, source: Path) -> str | None:
@@ -25,7 +26,8 @@ def check_out(out: Path, inputs: dict[str, Path], overwrite: bool,
               own: tuple[str, ...], what: str, writer: str) -> None:
     """Refuse an --out that would destroy an input or a folder this command did not write, before
     anything is touched: replacing --out deletes what it holds. ``own`` are the files by which a
-    folder this command wrote is known."""
+    folder this command wrote is known; a folder that holds only a run's lock file
+    (:func:`usseg.runtime.fileio.output_lock`) counts as new, so the lock names its holder."""
     for name, source in inputs.items():
         how = overlap(out, source)
         if how is not None:
@@ -33,10 +35,11 @@ def check_out(out: Path, inputs: dict[str, Path], overwrite: bool,
                              f"the inputs, because it is replaced as a whole")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UsageError(f"--out {out}: exists and is not a folder")
-    if out.exists():
+    content = [e for e in out.iterdir() if e.name != LOCK_NAME] if out.is_dir() else []
+    if out.is_dir() and (content or not (out / LOCK_NAME).exists()):
         if not overwrite:
             raise UsageError(f"--out {out}: already exists (pass --overwrite to replace it)")
-        if any(out.iterdir()) and not all((out / name).is_file() for name in own):
+        if content and not all((out / name).is_file() for name in own):
             raise UsageError(f"--out {out}: exists and is not a {what} (no {' and '.join(own)}); "
                              f"--overwrite replaces only a folder that {writer} wrote, or an empty one")
     parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())

@@ -90,8 +90,28 @@ def _integer_to_grey8(frame: np.ndarray, bits: int | None) -> np.ndarray:
     top = (1 << depth) - 1
     if hi > top:  # only with a declared depth; top then fits the frame's dtype
         frame = np.minimum(frame, frame.dtype.type(top))
-    # Rounded in float64: exact up to 32 bits (2**depth - 1 is odd, so no value falls on a tie).
-    return (frame.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
+    return _scaled_to_grey8(frame, depth)
+
+
+def _scaled_to_grey8(frame: np.ndarray, depth: int) -> np.ndarray:
+    """round(v * 255 / top) for values 0..top = 2**depth - 1, exactly, without a float64 copy of
+    the frame: floor((510 v + top) / (2 top)) in integers (top is odd, so no value falls on a tie).
+
+    Up to 16 bits through a table of every level (the output is the only frame-sized array), up to
+    55 bits in place in one unsigned copy that holds 511 * top; deeper values (64-bit frames only)
+    in float64, the frame's own size."""
+    top = (1 << depth) - 1
+    if depth <= 16:
+        levels = np.arange(top + 1, dtype=np.uint32)
+        return ((levels * 510 + top) // (2 * top)).astype(np.uint8)[frame]
+    if depth > 55:
+        return (frame.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
+    work = np.uint32 if depth <= 23 else np.uint64
+    values = frame.astype(work)
+    values *= work(510)
+    values += work(top)
+    values //= work(2 * top)
+    return values.astype(np.uint8)
 
 
 def enhance(grey: np.ndarray, recipe: Recipe) -> np.ndarray:

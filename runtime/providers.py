@@ -2,9 +2,11 @@
 
 ``candidate_plans(request, available, facts)`` turns a device request (``auto``, ``cpu``,
 ``cuda[:N]``, ``tensorrt[:N]``), the providers this ONNX Runtime build lists and what is known of
-the model (precision, in-graph preprocessing) into an ordered list of :class:`Plan` s. The backend
-(:mod:`usseg.runtime.backend`) opens the first plan that works and falls back to the next one,
-saying why; nothing here touches a GPU, so every rule is tested on the CPU (tests/test_providers.py).
+the model (precision, in-graph preprocessing) into an ordered list of :class:`SessionPlan` s. The
+engine (:mod:`usseg.runtime.engine`) opens the first plan that works and falls back to the next
+one, saying why; nothing here touches a GPU or imports ONNX Runtime, so every rule is tested on
+the CPU (tests/test_providers.py). The device syntax every command and the training configuration
+accept is defined here too (``parse_device``, ``DEVICE_KINDS``, ``DEVICE_HELP``).
 
 The rules follow ONNX Runtime's own source:
 - CUDA graphs of the CUDA provider only when CUDA is the one GPU provider: a session with
@@ -28,17 +30,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from .errors import UssegError
 from .provenance import package_version
 
 log = logging.getLogger("usseg.runtime")
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # the kinds; cuda and tensorrt also take ":N"
+DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt")  # cuda and tensorrt also take ":N", the GPU's index
 DEVICE_HELP = "auto (TensorRT, then CUDA, then the CPU), cpu, cuda, cuda:N, tensorrt, tensorrt:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|tensorrt)(?::(\d{1,2}))?$")
+_DEVICE = re.compile(rf"^({'|'.join(DEVICE_KINDS)})(?::(\d{{1,2}}))?$")
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 
 
@@ -88,7 +88,7 @@ class ModelFacts:
 
 # -- the plan -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Plan:
+class SessionPlan:
     """One way to open the model: the provider list with options, and what must hold afterwards."""
 
     device: str
@@ -140,7 +140,7 @@ def cuda_options(cuda_graph: bool, exact: bool = False, device_id: int = 0) -> d
 
 def tensorrt_options(cache_dir: str | Path, *, fp16: bool = False, cuda_graph: bool = False,
                      device_id: int = 0) -> dict[str, str]:
-    """Engine and timing caches in ``cache_dir`` (the backend creates it)."""
+    """Engine and timing caches in ``cache_dir`` (the session factory creates it)."""
     return {"device_id": str(device_id), "trt_fp16_enable": "1" if fp16 else "0",
             "trt_cuda_graph_enable": "1" if cuda_graph else "0",
             "trt_engine_cache_enable": "1", "trt_engine_cache_path": str(cache_dir),
@@ -156,7 +156,7 @@ TRT_LIBS_NOTE = ("TensorrtExecutionProvider is listed by this ONNX Runtime build
 def candidate_plans(request: str | DeviceRequest, available: Sequence[str], facts: ModelFacts = ModelFacts(), *,
                     cuda_graph: bool = True, cache_dir: str | Path = "", fp16: bool | None = None,
                     cpu_nodes: bool = True, tensorrt_loadable: bool | None = None,
-                    hint: str | None = None) -> list[Plan]:
+                    hint: str | None = None) -> list[SessionPlan]:
     """The plans to try, best first. ``available``: ``ort.get_available_providers()``.
 
     ``cpu_nodes=False``: the CPU may take no node (benchmarks that must not time a silent CPU
@@ -184,23 +184,23 @@ def candidate_plans(request: str | DeviceRequest, available: Sequence[str], fact
     tail = ((CPU, {}),) if cpu_nodes else ()
     config = () if cpu_nodes else ((DISABLE_CPU_FALLBACK, "1"),)
     trt_fp16 = fp16 if fp16 is not None else facts.precision == "fp16"
-    plans: list[Plan] = []
+    plans: list[SessionPlan] = []
     if use_trt:
         cuda_behind = ((CUDA, cuda_options(False, facts.exact, req.index)),) if CUDA in available else ()
         for graph in ((True, False) if cuda_graph else (False,)):
             trt = (TRT, tensorrt_options(cache_dir, fp16=trt_fp16, cuda_graph=graph, device_id=req.index))
-            plans.append(Plan(device, (trt,) + cuda_behind + tail, "tensorrt" if graph else None, cpu_nodes, TRT,
+            plans.append(SessionPlan(device, (trt,) + cuda_behind + tail, "tensorrt" if graph else None, cpu_nodes, TRT,
                               config, tuple(notes)))
     if use_cuda:
         for graph in ((True, False) if cuda_graph else (False,)):
-            plans.append(Plan(device, ((CUDA, cuda_options(graph, facts.exact, req.index)),) + tail,
+            plans.append(SessionPlan(device, ((CUDA, cuda_options(graph, facts.exact, req.index)),) + tail,
                               "cuda" if graph else None, cpu_nodes, CUDA, config, tuple(notes)))
     if req.kind in ("auto", "cpu"):
-        plans.append(Plan(device, ((CPU, {}),), None, True, CPU, (), tuple(notes)))
+        plans.append(SessionPlan(device, ((CPU, {}),), None, True, CPU, (), tuple(notes)))
     return plans
 
 
-def without_graph(plan: Plan) -> Plan:
+def without_graph(plan: SessionPlan) -> SessionPlan:
     """The same providers without CUDA graphs (for a second session of dynamic shapes)."""
     providers = []
     for name, options in plan.providers:
@@ -238,7 +238,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-# -- the environment (not pure; small) ---------------------------------------------------------------
+# -- the environment (not pure; small; ONNX Runtime imported on use) ---------------------------------------------------
 def conflicting_ort_packages() -> list[str]:
     """Installed ONNX Runtime distributions; more than one means the CUDA provider may be lost."""
     names = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
@@ -258,21 +258,12 @@ def gpu_hint() -> str:
 def warn_conflicting_packages(device: str) -> None:
     """Warn where two ONNX Runtime builds are installed and the CUDA provider is in fact missing;
     where the GPU build's files won (the CUDA provider listed), nothing is lost and nothing said."""
+    import onnxruntime as ort
+
     packages = conflicting_ort_packages()
     if len(packages) > 1 and device != "cpu" and CUDA not in ort.get_available_providers():
         log.warning("%s are installed together: ONNX Runtime may silently lose its CUDA provider. %s",
                     " and ".join(packages), gpu_hint())
-
-
-def plan_providers(device: str, cache_dir: Path, cuda_graph: bool = True, exact: bool = False) -> Plan:
-    """The first plan for ``device`` on this ONNX Runtime build (what a plain session would ask for)."""
-    warn_conflicting_packages(device)
-    plans = candidate_plans(device, ort.get_available_providers(), ModelFacts(exact=exact), cuda_graph=cuda_graph,
-                            cache_dir=cache_dir)
-    return plans[0]
-
-
-ProviderPlan = Plan  # the earlier name
 
 
 def default_cache_dir() -> Path:
@@ -282,6 +273,8 @@ def default_cache_dir() -> Path:
 
 def preload_gpu_libraries() -> None:
     """Load CUDA/cuDNN libraries shipped in pip packages, where this ONNX Runtime can (>= 1.21)."""
+    import onnxruntime as ort
+
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
         try:

@@ -1,13 +1,14 @@
-"""TritonSegmenter: the Segmenter's pipeline with inference on a Triton Inference Server.
+"""TritonSegmenter: the Segmenter's four stages with a Triton Inference Server as the engine.
 
     seg = TritonSegmenter("localhost:8000", model_name="usseg")
     result = seg(frame)          # same Result as Segmenter(frame): labels, masks, lines, box, timings
 
-Only the graph runs on the server. Preprocessing (usseg.runtime.preprocess.preprocess) and
-post-processing with the mapping back to the frame (usseg.runtime.segmenter.finish) run here, in
-the same code as the local Segmenter, so both give the same labels and geometry. The contract
-(classes, input size, recipe) is read from the served model's config parameter
-``usseg.contract``, which ``usseg-export --triton`` writes.
+Only the graph runs on the server (:class:`TritonEngine`). The preparer, decoder and finisher are
+the local Segmenter's (usseg.runtime.prepare, usseg.runtime.decode, usseg.runtime.finish), composed
+the same way (usseg.runtime.segmenter.FramePipeline), so both give the same labels and geometry. The
+contract (classes, input size, recipe) is read from the served model's config parameter
+``usseg.contract``, which ``usseg-export --triton`` writes, and the served tensors are checked
+against it with the rules of a local model file (usseg.runtime.model_io).
 
 Needs the optional extra ``pip install 'usseg[triton]'`` (tritonclient, HTTP). usseg's tests
 run this client against a small fake of Triton's HTTP (KServe v2) endpoints, not against a real
@@ -24,8 +25,9 @@ import numpy as np
 
 from .contract import METADATA_KEY, Contract, ContractError
 from .errors import UssegError
-from .model_io import GraphMismatchError, check_graph_io, triton_tensors
-from .pipeline import FramePipeline, labels_from_output
+from .model_io import GraphMismatchError, ModelIO, check_graph_io, triton_tensors
+from .prepare import HostPreparer
+from .segmenter import FramePipeline
 
 log = logging.getLogger("usseg.runtime")
 
@@ -68,17 +70,63 @@ def contract_from_config(config: dict, where: str) -> Contract:
         raise TritonError(f"{where}: {exc}") from None
 
 
-def check_config(config: dict, contract: Contract, where: str) -> None:
-    """Check that the served tensors are the contract's, with the same rules as a local model file
+def check_config(config: dict, contract: Contract, where: str) -> ModelIO:
+    """The served tensors, checked against the contract with the same rules as a local model file
     (usseg.runtime.model_io): names, ranks, dims, class count and data types."""
     try:
-        check_graph_io(*triton_tensors(config, where), contract, where)
+        return check_graph_io(*triton_tensors(config, where), contract, where)
     except GraphMismatchError as exc:
         raise TritonError(str(exc)) from None
 
 
+class RequestBuffers:
+    """The host input of one request, which the (host) preparer writes."""
+
+    def __init__(self, io: ModelIO) -> None:
+        self.host_in = np.zeros(io.shapes(1)[0], io.input.dtype)
+
+
+class TritonEngine:
+    """The graph run by a Triton server: one HTTP request per frame (the server's dynamic batching
+    groups the requests of many clients)."""
+
+    batches = False
+
+    def __init__(self, client: Any, model_name: str, io: ModelIO, where: str) -> None:
+        self.client, self.model_name, self.io, self.where = client, model_name, io, where
+        self._buffers = RequestBuffers(io)
+
+    def buffers(self, n: int) -> RequestBuffers:
+        return self._buffers
+
+    def run(self, buffers: RequestBuffers, model_input: Any) -> np.ndarray:
+        """Send the prepared input; returns the output [1, ...] as the server gives it."""
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        request = httpclient.InferInput(self.io.input.name, list(buffers.host_in.shape), "FP32")
+        request.set_data_from_numpy(buffers.host_in, binary_data=True)
+        wanted = httpclient.InferRequestedOutput(self.io.output.name, binary_data=True)
+        try:
+            reply = self.client.infer(self.model_name, [request], outputs=[wanted])
+        except (InferenceServerException, OSError) as exc:
+            raise TritonError(f"{self.where}: inference failed ({exc})") from None
+        output = reply.as_numpy(self.io.output.name)
+        if output is None:
+            raise TritonError(f"{self.where}: the reply has no output {self.io.output.name!r}")
+        shape = self.io.shapes(1)[1]
+        if output.shape != shape:
+            raise TritonError(f"{self.where}: the reply's {self.io.output.name!r} is {list(output.shape)}, "
+                              f"the model config says {list(shape)}")
+        return output
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class TritonSegmenter(FramePipeline):
-    """Same ``__call__(frame) -> Result`` as Segmenter, with the graph run by a Triton server.
+    """Same ``__call__(frame) -> Result`` (and ``batch``, ``stream``) as Segmenter, with the graph
+    run by a Triton server.
 
     Args:
         url: ``host:port`` of Triton's HTTP endpoint, optionally with ``http://`` or ``https://``.
@@ -96,54 +144,18 @@ class TritonSegmenter(FramePipeline):
         if spacing_mm is not None and not spacing_mm > 0:
             raise ValueError(f"spacing_mm must be > 0, got {spacing_mm}")
         address, ssl = split_url(url)
-        self.model_name, self.spacing_mm = model_name, spacing_mm
+        self.model_name = model_name
         self.path = f"{'https' if ssl else 'http'}://{address}/v2/models/{model_name}"  # where the model lives
         self.provider = f"triton {address}"
-        self._client = _http_client(address, ssl, timeout_s)
-        config = self._fetch_config()
-        self.contract = contract_from_config(config, self.path)
-        check_config(config, self.contract, self.path)
-        if self.contract.frame is not None:
+        client = _http_client(address, ssl, timeout_s)
+        config = _fetch_config(client, model_name, self.path)
+        contract = contract_from_config(config, self.path)
+        io = check_config(config, contract, self.path)
+        if contract.frame is not None:
             raise TritonError(f"{self.path}: models with in-graph preprocessing are not served through Triton yet")
-        spec = self.contract.input
-        self._input = np.zeros((1, 1, spec.height, spec.width), np.float32)
-        self._labels = np.zeros((spec.height, spec.width), np.uint8)
-        if self.contract.postprocess.kind == "spine":
-            from .postprocess import warmup as warm_post
-
-            warm_post()  # compile the post-processing kernels before the first frame, as Segmenter does
+        self._compose(contract, HostPreparer(contract), TritonEngine(client, model_name, io, self.path),
+                      spacing_mm=spacing_mm)
         log.info("usseg runtime: %s on %s", model_name, self.provider)
-
-    def _fetch_config(self) -> dict:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            if not self._client.is_model_ready(self.model_name):
-                raise TritonError(f"{self.path}: the model is not ready on the server (not loaded, or still loading)")
-            return self._client.get_model_config(self.model_name)
-        except (InferenceServerException, OSError) as exc:
-            raise TritonError(f"{self.path}: cannot reach the Triton server ({exc})") from None
-
-    def _infer(self) -> np.ndarray:
-        """Send self._input; returns the [H, W] label map at model size (a reused buffer)."""
-        import tritonclient.http as httpclient
-        from tritonclient.utils import InferenceServerException
-
-        c = self.contract
-        request = httpclient.InferInput(c.input.name, list(self._input.shape), "FP32")
-        request.set_data_from_numpy(self._input, binary_data=True)
-        wanted = httpclient.InferRequestedOutput(c.output_name, binary_data=True)
-        try:
-            reply = self._client.infer(self.model_name, [request], outputs=[wanted])
-        except (InferenceServerException, OSError) as exc:
-            raise TritonError(f"{self.path}: inference failed ({exc})") from None
-        output = reply.as_numpy(c.output_name)
-        if output is None:
-            raise TritonError(f"{self.path}: the reply has no output {c.output_name!r}")
-        return labels_from_output(output[0], c, self._labels)
-
-    def close(self) -> None:
-        self._client.close()
 
     def __enter__(self) -> "TritonSegmenter":
         return self
@@ -155,3 +167,14 @@ class TritonSegmenter(FramePipeline):
         spec = self.contract.input
         return (f"TritonSegmenter({self.path!r}, input={spec.height}x{spec.width}, "
                 f"recipe={self.contract.recipe.name!r}, classes={list(self.contract.classes)})")
+
+
+def _fetch_config(client: Any, model_name: str, where: str) -> dict:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        if not client.is_model_ready(model_name):
+            raise TritonError(f"{where}: the model is not ready on the server (not loaded, or still loading)")
+        return client.get_model_config(model_name)
+    except (InferenceServerException, OSError) as exc:
+        raise TritonError(f"{where}: cannot reach the Triton server ({exc})") from None

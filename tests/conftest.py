@@ -29,7 +29,10 @@ def _allowed_roots() -> tuple[str, ...]:
     roots = [ROOT, sys.prefix, sys.base_prefix, sys.exec_prefix, tempfile.gettempdir(), *sys.path,
              os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"]
     roots += [os.environ[name] for name in ("NUMBA_CACHE_DIR", "USSEG_CACHE_DIR") if os.environ.get(name)]
-    return tuple(os.path.abspath(os.fspath(r)) + os.sep for r in roots if r)
+    roots = [os.path.abspath(os.fspath(r)) + os.sep for r in roots if r]
+    # A root that holds the repository's parent (the temporary folder, when the clone itself lives
+    # in one) would allow every sibling: only the roots beside or inside the repository count.
+    return tuple(r for r in roots if not _BESIDE.startswith(r))
 
 
 _INSIDE = _allowed_roots()

@@ -2,7 +2,7 @@
 ONNX Runtime's CUDA and TensorRT providers where no GPU exists.
 
 The stand-in (``FakeGpu``) runs the real model on ONNX Runtime's CPU provider and reproduces the
-GPU behaviours the backend has to cope with, each from ONNX Runtime's source:
+GPU behaviours the engine has to cope with, each from ONNX Runtime's source:
 - CUDA-graph capture per thread, on the third run of that thread, replays afterwards
   (cuda_execution_provider.h: PerThreadContext, min_num_runs_before_cuda_graph_capture_ = 2);
 - the provider options a session reports (``InferenceSession.get_provider_options``);
@@ -19,18 +19,19 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from usseg.runtime.contract import METADATA_KEY, Contract, FrameSpec, InputSpec, PostprocessSpec
+from usseg.runtime.contract import METADATA_KEY, SPINE_CLASSES, Contract, FrameSpec, InputSpec, PostprocessSpec
 from usseg.runtime.preprocess import get_recipe
 
 CLASSES = ("background", "low", "mid", "high")
 
 
 def tiny_model(path, *, height=24, width=32, output="logits", frame=None, batch=1, precision="fp32",
-               recipe="none", asymmetric=False):
+               recipe="none", asymmetric=False, spine=False):
     """A 1x1 (or, ``asymmetric``, 1x3) convolution whose argmax bands the intensity into 4 classes.
 
     ``frame``: (h, w) of a raw uint8 frame input (in-graph "preprocessing": resize by slicing is not
-    needed when frame == input size, so only a cast and a scale are in the graph).
+    needed when frame == input size, so only a cast and a scale are in the graph). ``spine``: the
+    classes are the spine's, with its post-processing.
     """
     n = "N" if batch is None else batch
     nodes, inits = [], []
@@ -61,8 +62,9 @@ def tiny_model(path, *, height=24, width=32, output="logits", frame=None, batch=
     graph = helper.make_graph(nodes, "tiny", [inp], [out], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    contract = Contract(classes=CLASSES, input=InputSpec(height=height, width=width, batch=batch),
-                        recipe=get_recipe(recipe), output=output, postprocess=PostprocessSpec(kind="none"),
+    contract = Contract(classes=SPINE_CLASSES if spine else CLASSES,
+                        input=InputSpec(height=height, width=width, batch=batch), recipe=get_recipe(recipe),
+                        output=output, postprocess=PostprocessSpec(kind="spine" if spine else "none"),
                         provenance={"precision": precision},
                         frame=None if frame is None else FrameSpec(height=frame[0], width=frame[1]))
     onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
@@ -72,7 +74,7 @@ def tiny_model(path, *, height=24, width=32, output="logits", frame=None, batch=
 
 # -- a GPU that is not there ------------------------------------------------------------------------
 class FakeDeviceValue:
-    """A "device" buffer: host memory behind the OrtValue methods the backend uses."""
+    """A "device" buffer: host memory behind the OrtValue methods the engine uses."""
 
     def __init__(self, shape, dtype):
         self.array = np.zeros(shape, dtype)
@@ -102,26 +104,25 @@ class FakeBinding:
 
 
 class FakeGpu:
-    """Installs itself into usseg.runtime.backend (and buffers, segmenter) with monkeypatch; see the module
+    """Installs itself into usseg.runtime.engine (and buffers) with monkeypatch; see the module
     docstring. ``world`` switches failures on: trt_missing, rebuild, graph_refused, oom_open,
     oom_run (after that many runs), stale_replay."""
 
     def __init__(self, monkeypatch, available=("CUDAExecutionProvider", "CPUExecutionProvider"), **world):
-        from usseg.runtime import backend, buffers, segmenter
+        from usseg.runtime import buffers, engine
 
         self.available, self.world = list(available), world
         self.sessions, self.runs, self.captures, self.opened = [], [], [], []
         self.lock = threading.Lock()
-        monkeypatch.setattr(backend, "available_providers", lambda: list(self.available))
-        monkeypatch.setattr(segmenter, "available_providers", lambda: list(self.available))
-        monkeypatch.setattr(backend, "tensorrt_loadable", lambda: not world.get("trt_missing", False))
+        monkeypatch.setattr(engine, "available_providers", lambda: list(self.available))
+        monkeypatch.setattr(engine, "tensorrt_loadable", lambda: not world.get("trt_missing", False))
         monkeypatch.setattr(buffers, "device_value", lambda shape, dtype, device_id: FakeDeviceValue(shape, dtype))
-        real_open = backend.open_session
-        monkeypatch.setattr(backend, "open_session", lambda model, plan, threads=None, optimize=True:
+        real_open = engine.open_session
+        monkeypatch.setattr(engine, "open_session", lambda model, plan, threads=None, optimize=True:
                             self.open(real_open, model, plan, threads, optimize))
 
     def open(self, real_open, model, plan, threads, optimize):
-        from usseg.runtime.providers import CPU, Plan
+        from usseg.runtime.sessions import CPU_PLAN
 
         self.opened.append(plan)
         names = plan.names
@@ -134,7 +135,7 @@ class FakeGpu:
         if self.world.get("oom_open") and plan.on_gpu:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: "
                                "BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer of size 8")
-        cpu = real_open(model, Plan("cpu", ((CPU, {}),)), threads, optimize)
+        cpu = real_open(model, CPU_PLAN, threads, optimize)
         if not plan.on_gpu:
             return cpu
         session = FakeSession(self, cpu, plan)

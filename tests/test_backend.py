@@ -1,6 +1,7 @@
-"""The backend (session factory, provider check, IO binding, buffers, capture, thread) and the
-Segmenter's engine-facing features: on the CPU for real, and on CUDA/TensorRT through the
-stand-in of tests/onnx_tiny.py. Tests marked gpu run the same checks on a real CUDA device."""
+"""The engine (session factory, provider check, IO binding, buffers, capture, thread), the
+preparers, flip TTA, and the order in which the Segmenter checks its options: on the CPU for real,
+and on CUDA/TensorRT through the stand-in of tests/onnx_tiny.py. Tests marked gpu run the same
+checks on a real CUDA device."""
 
 import sys
 import threading
@@ -12,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx_tiny import FakeGpu, cuda_device_present, tiny_model
 
-from usseg.runtime import backend, buffers
+from usseg.runtime import buffers, engine, sessions
 from usseg.runtime.errors import UsageError
 from usseg.runtime.preprocess import preprocess
-from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, Plan, ProviderError
+from usseg.runtime.providers import CPU, CUDA, TRT, ModelError, OutOfMemoryError, ProviderError
 from usseg.runtime.segmenter import Segmenter
 
 GPU_BOTH = (TRT, CUDA, CPU)
@@ -31,6 +32,7 @@ def models(tmp_path_factory):
         "graph": tiny_model(root / "graph.onnx", frame=(24, 32), output="labels"),
         "dynamic": tiny_model(root / "dynamic.onnx", batch=None),
         "asym": tiny_model(root / "asym.onnx", asymmetric=True),
+        "asym-dynamic": tiny_model(root / "asym-dynamic.onnx", asymmetric=True, batch=None),
     }
 
 
@@ -42,7 +44,7 @@ def frames():
 
 def reference_labels(path, frame, flip=False):
     """The frame through plain ONNX Runtime on the CPU (optionally the mirror-averaged scores)."""
-    from usseg.runtime.labels import argmax_labels
+    from usseg.runtime.decode import argmax_labels
 
     session = ort.InferenceSession(str(path), providers=[CPU])
     x = preprocess(frame, Segmenter(path, device="cpu").contract.recipe, 24, 32)[0]
@@ -66,12 +68,12 @@ def test_sessions_are_made_without_onnxruntimes_silent_fallback(models, monkeypa
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(backend.ort, "InferenceSession", spy)
-    session = backend.open_session(models["logits"], Plan("cpu", ((CPU, {}),)))
+    monkeypatch.setattr(sessions.ort, "InferenceSession", spy)
+    session = sessions.open_session(models["logits"], sessions.CPU_PLAN)
     assert seen["enable_fallback"] == 0 and session.get_providers() == [CPU]
 
 
-def test_cpu_backend_binds_host_buffers_and_reports_itself(models, frames):
+def test_cpu_engine_binds_host_buffers_and_reports_itself(models, frames):
     seg = Segmenter(models["logits"], device="cpu")
     assert seg.preprocessing == "host" and not seg.cuda_graph and seg.provider == CPU
     for frame in frames:
@@ -96,7 +98,7 @@ def test_cuda_graph_is_captured_verified_and_replayed_on_one_thread(models, fram
     main = seg(frames[1])
     np.testing.assert_array_equal(results["r"].labels, reference_labels(models["logits"], frames[0]))
     np.testing.assert_array_equal(main.labels, reference_labels(models["logits"], frames[1]))
-    # Every session call ran on the backend's own thread: one capture, no second one on the caller's thread.
+    # Every session call ran on the engine's own thread: one capture, no second one on the caller's thread.
     assert len(set(gpu.runs)) == 1 and gpu.runs[0] != threading.get_ident() and len(gpu.captures) == 1
 
 
@@ -175,7 +177,8 @@ def test_gpu_buffers_are_page_locked_when_cudart_loads(models, monkeypatch):
     seg = Segmenter(models["logits"], device="cuda")
     info = seg.model_info()
     assert info["pinned_host_buffers"] is True and info["readback"] == "numpy"
-    assert (seg._input.ctypes.data, seg._input.nbytes) in registered and seg._input.ctypes.data % 4096 == 0
+    host_in = seg.engine.buffers(1).host_in
+    assert (host_in.ctypes.data, host_in.nbytes) in registered and host_in.ctypes.data % 4096 == 0
     monkeypatch.setattr(buffers, "cuda_runtime", lambda: types.SimpleNamespace(register=lambda a: False))
     assert Segmenter(models["logits"], device="cuda").model_info()["pinned_host_buffers"] is False
 
@@ -208,9 +211,18 @@ class FakeFusedRecipe:
     def run(self, frame, out):
         address = out.__cuda_array_interface__["data"][0]
         assert out.__cuda_array_interface__["shape"] == self.input_hw
-        x = preprocess(frame, self.recipe, *self.input_hw)[0]
+        x, letterbox = preprocess(frame, self.recipe, *self.input_hw)
         view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * x.size).from_address(address))
         view[:] = x.ravel()
+        return letterbox
+
+
+class FakeDeviceArray:
+    """A device array over someone else's memory, described by the CUDA array interface."""
+
+    def __init__(self, address, shape, dtype):
+        self.__cuda_array_interface__ = {"data": (int(address), False), "shape": tuple(shape),
+                                         "typestr": np.dtype(dtype).str, "strides": None, "version": 3}
 
 
 @pytest.fixture
@@ -218,6 +230,7 @@ def fused_module(monkeypatch):
     module = types.ModuleType("usseg.runtime.cuda")
     module.FusedRecipe = FakeFusedRecipe
     module.unavailable_reason = lambda: None
+    module.device_array_from_pointer = FakeDeviceArray
     monkeypatch.setitem(sys.modules, "usseg.runtime.cuda", module)
     FakeFusedRecipe.made = []
     return module
@@ -239,27 +252,24 @@ def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models,
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
 
 
-def test_multi_frame_mode_finishes_frames_side_by_side_in_order(models, monkeypatch):
+def test_multi_frame_mode_finishes_frames_side_by_side_in_order(models):
     """Post-processing of one multi-frame call runs on ``threads`` threads at once (each call
     below waits for a second one to arrive: one thread alone would break the barrier), and the
     results come back in frame order, equal to frame-by-frame ones."""
-    import threading
-
-    from usseg.runtime import segmenter as segmenter_module
-
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(6)]
-    real_finish, barrier, threads = segmenter_module.finish, threading.Barrier(2, timeout=30), set()
+    barrier, threads = threading.Barrier(2, timeout=30), set()
+    dynamic = Segmenter(models["dynamic"], device="cpu", threads=2)
+    real_finisher = dynamic.finisher
 
-    def finish_in_pairs(*args, **kwargs):
+    def finish_in_pairs(*args):
         threads.add(threading.current_thread().name)
         barrier.wait()
-        return real_finish(*args, **kwargs)
+        return real_finisher(*args)
 
-    dynamic = Segmenter(models["dynamic"], device="cpu", threads=2)
-    monkeypatch.setattr(segmenter_module, "finish", finish_in_pairs)
+    dynamic.finisher = finish_in_pairs
     batched = dynamic.batch(frames)
-    monkeypatch.setattr(segmenter_module, "finish", real_finish)
+    dynamic.finisher = real_finisher
     assert len(threads) == 2 and all(name.startswith("usseg-post") for name in threads)
     single = Segmenter(models["logits"], device="cpu")
     for frame, result in zip(frames, batched):
@@ -275,15 +285,43 @@ def test_multi_frame_mode_finishes_frames_side_by_side_in_order(models, monkeypa
     assert dynamic._post_pool is None
 
 
-@pytest.mark.parametrize("model,device,preprocess,error", [
-    ("logits", "cpu", "fused", "not on a CUDA device"),           # the kernels need the model on CUDA
-    ("graph", "cpu", "host", "preprocesses in its graph"),        # the recipe is inside the graph
-    ("graph", "cpu", "fused", "preprocesses in its graph"),
-    ("logits", "cpu", "gpu", "valid: \\['auto', 'host', 'fused'\\]"),
+@pytest.fixture
+def sessions_opened(monkeypatch):
+    """The plans of every session the engine opens."""
+    opened, real_open = [], engine.open_session
+
+    def spy(model, plan, *args, **kwargs):
+        opened.append(plan)
+        return real_open(model, plan, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "open_session", spy)
+    return opened
+
+
+@pytest.mark.parametrize("model,device,options,error", [
+    ("logits", "cpu", {"preprocess": "fused"}, "not on a CUDA device"),     # the kernels need the model on CUDA
+    ("graph", "cpu", {"preprocess": "host"}, "preprocesses in its graph"),  # the recipe is inside the graph
+    ("graph", "cpu", {"preprocess": "fused"}, "preprocesses in its graph"),
+    ("logits", "cpu", {"preprocess": "gpu"}, "valid: \\['auto', 'host', 'fused'\\]"),
+    ("labels", "cpu", {"flip_tta": True}, "outputs labels"),                # TTA averages scores
+    ("logits", "cuda:1", {"preprocess": "fused"}, "GPU 0"),                 # Numba's device is GPU 0
 ])
-def test_preprocessing_path_refusals_say_why(models, model, device, preprocess, error):
+def test_option_refusals_say_why_before_any_session_opens(models, monkeypatch, sessions_opened, model, device,
+                                                          options, error):
+    FakeGpu(monkeypatch)
     with pytest.raises((ProviderError, UsageError), match=error):
-        Segmenter(models[model], device=device, preprocess=preprocess)
+        Segmenter(models[model], device=device, **options)
+    assert sessions_opened == []
+
+
+def test_fused_kernels_that_cannot_run_here_are_refused_before_any_session(models, monkeypatch, fused_module,
+                                                                          sessions_opened):
+    FakeGpu(monkeypatch)
+    fused_module.unavailable_reason = lambda: "no CUDA device or driver"
+    with pytest.raises(ProviderError, match="preprocess='fused': no CUDA device or driver"):
+        Segmenter(models["logits"], device="cuda", preprocess="fused")
+    assert sessions_opened == []
+    assert Segmenter(models["logits"], device="cuda").preprocessing == "host"  # auto: the host path
 
 
 def test_fused_kernels_that_do_not_support_the_recipe_leave_the_host_path(models, monkeypatch, fused_module, caplog):
@@ -314,9 +352,12 @@ def test_flip_tta_averages_the_scores_of_the_frame_and_its_mirror(models, frames
     assert seg.model_info()["flip_tta"] is True and "flip_tta=True" in repr(seg)
 
 
-def test_flip_tta_is_refused_for_labels_models(models):
-    with pytest.raises(UsageError, match="outputs labels"):
-        Segmenter(models["labels"], device="cpu", flip_tta=True)
+def test_flip_tta_in_the_multi_frame_mode_equals_frame_by_frame(models, frames):
+    seg = Segmenter(models["asym-dynamic"], device="cpu", flip_tta=True, threads=2)
+    for frame, result in zip(frames, seg.batch(frames)):
+        np.testing.assert_array_equal(result.labels, reference_labels(models["asym"], frame, flip=True))
+        np.testing.assert_array_equal(result.labels, seg(frame).labels)
+    seg.close()
 
 
 def test_model_errors_stay_model_errors(models, tmp_path):
@@ -324,9 +365,6 @@ def test_model_errors_stay_model_errors(models, tmp_path):
     bad.write_bytes(models["logits"].read_bytes()[:200])
     with pytest.raises(ModelError, match="cannot load this model"):
         Segmenter(bad, device="cpu")
-    from usseg.runtime.segmenter import ModelError as Reexported
-
-    assert Reexported is ModelError
 
 
 # -- a real GPU --------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_device_syntax(text, expected):
 
 @pytest.mark.parametrize("text", ["gpu", "cpu:0", "auto:1", "cuda:x", "cuda:"])
 def test_bad_devices_are_refused_with_the_valid_forms(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="valid: auto"):
+    with pytest.raises(argparse.ArgumentTypeError, match="valid devices are auto"):
         cli.parse_device(text)
 
 

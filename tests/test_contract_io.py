@@ -10,9 +10,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from usseg.runtime.contract import Contract, FrameSpec, InputSpec, PostprocessSpec
-from usseg.runtime.model_io import GraphMismatchError, TensorInfo, check_graph_io, triton_tensors
+from usseg.runtime.model_io import (
+    GraphMismatchError,
+    TensorInfo,
+    check_graph_io,
+    onnx_tensor,
+    read_model,
+    triton_tensors,
+)
 from usseg.runtime.preprocess import get_recipe
-from usseg.runtime.segmenter import read_contract
 
 H, W = 16, 24
 CLASSES = ("background", "nerve", "vessel", "bone")
@@ -24,10 +30,14 @@ def contract(**kw):
     return Contract(**{**base, **kw})
 
 
-def graph(*, channels=4, head="logits", out_name="output", out_type=None, batch=1, in_name="image",
-          in_shape=None, frame=None, pool=1, second_input=False, second_output=False):
-    """A CPU session of: (uint8 frame -> float, 2x2 average pool) -> 1x1 conv to ``channels``
-    scores -> optional ArgMax ``head`` -> optional Cast to ``out_type``."""
+def graph(**build):
+    return ort.InferenceSession(graph_model(**build).SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def graph_model(*, channels=4, head="logits", out_name="output", out_type=None, batch=1, in_name="image",
+                in_shape=None, frame=None, pool=1, second_input=False, second_output=False):
+    """(uint8 frame -> float, 2x2 average pool) -> 1x1 conv to ``channels`` scores -> optional
+    ArgMax ``head`` -> optional Cast to ``out_type``."""
     nodes, inits = [], [numpy_helper.from_array(np.ones((channels, 1, 1, 1), np.float32), "w")]
     x = in_name
     if frame is not None:  # in-graph preprocessing: raw uint8 frames twice the network size
@@ -61,7 +71,7 @@ def graph(*, channels=4, head="logits", out_name="output", out_type=None, batch=
                               opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model, full_check=True)
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model
 
 
 def check(session, c):
@@ -129,10 +139,26 @@ def test_graphs_that_disagree_with_their_contract_are_refused(build, c, message)
         check(graph(**build), c)
 
 
+@pytest.mark.parametrize("build", [build for build, _ in GOOD] + [build for build, _, _ in BAD])
+def test_a_model_file_describes_its_tensors_as_onnxruntime_does(build):
+    # read_model checks the file's tensors before any session opens: they must be what ORT reports
+    model = graph_model(**build)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for ours, theirs in ((model.graph.input, session.get_inputs()), (model.graph.output, session.get_outputs())):
+        assert [onnx_tensor(v) for v in ours] == [TensorInfo(t.name, t.shape, t.type) for t in theirs]
+
+
 def test_an_exported_model_passes_and_a_changed_contract_does_not(tiny_onnx):
+    import hashlib
+
+    model = read_model(tiny_onnx)
+    c, io = model.contract, model.io
+    assert model.sha256 == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    spec = c.input
+    assert io.shapes(3) == ((3, 1, spec.height, spec.width), (3, c.num_classes, spec.height, spec.width))
+    assert (io.input.name, io.input.dtype, io.output.dtype) == (spec.name, np.float32, np.float32)
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    c = read_contract(session, tiny_onnx)
-    check_graph_io(session.get_inputs(), session.get_outputs(), c, tiny_onnx)
+    assert check_graph_io(session.get_inputs(), session.get_outputs(), c, tiny_onnx) == io
     changed = [
         (replace(c, output="labels", postprocess=c.postprocess), "the contract says 'labels'"),
         (replace(c, output_name="scores"), "no output 'scores'"),

@@ -2,6 +2,7 @@
 written by the tools' own format rules) becomes a mask folder whose masks equal an independent
 drawing of the same shapes (tests/importer_shapes.py); bad entries are reported by file and key."""
 
+import base64
 import json
 import shutil
 import sys
@@ -257,6 +258,9 @@ BAD = [
     ("labelme: empty file", lambda s: (s / "labelme" / "c.json").write_text("") or
      ["--from", "labelme", "--annotations", str(s / "labelme"), "--images", str(s / "images")],
      "c", "labelme/c.json: empty file"),
+    ("labelme: an embedded image over the pixel budget, refused from its header", lambda s: labelme(s, "a", lambda d: d.update(
+        imagePath="gone.png", imageData=base64.b64encode(cv2.imencode(".png", np.zeros((4200, 4200), np.uint8))[1]).decode())),
+     "a", "imageData: a frame of 4200x4200 (17,640,000 pixels) is over the limit of 16,777,216 pixels per frame"),
     ("labelme: mask of another size", lambda s: labelme(s, "b", lambda d: d["shapes"][0]["points"].__setitem__(1, [30, 25])),
      "b", "labelme/b.json: shapes[0] ('vessel'): mask is (20, 20) but its box is 17x20"),
     ("nnunet: a label value dataset.json does not list", lambda s: nnunet(s, write_label(7)),

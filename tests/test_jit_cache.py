@@ -1,9 +1,10 @@
-"""The runtime starts where Numba can write no cache: a read-only install, run without a writable HOME.
+"""Numba's cache goes to the user's cache folder (or NUMBA_CACHE_DIR, USSEG_CACHE_DIR), never into
+the installed package, and the runtime starts where no cache can be written at all.
 
-Numba refuses to create a ``cache=True`` kernel when neither ``__pycache__`` beside the source nor
-the user cache under HOME takes a file. The runtime copied to a temporary folder, with a plain file
-named ``__pycache__`` in each of its folders and HOME pointing at a file, fails both checks even
-for root. Each case runs in a fresh interpreter, since the choice is made once per process.
+The runtime is copied to a temporary folder (with a plain file named ``__pycache__`` in each of
+its folders, so nothing could be cached beside the sources even by root) and run with HOME
+pointing where the case says. Each case runs in a fresh interpreter, since the choice is made once
+per process.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ if {temp_dir!r}:
 if {package_root!r}:
     sys.path.insert(0, {package_root!r})
 import numpy as np
-import usseg.runtime.labels as labels
+import usseg.runtime.decode as decode
 from usseg.runtime.postprocess import postprocess_spine
-assert labels.__file__.startswith({package_root!r} or {installed!r}), labels.__file__
+assert decode.__file__.startswith({package_root!r} or {installed!r}), decode.__file__
 scores = np.random.default_rng(0).random((4, 6, 7), dtype=np.float32)
-assert (labels.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
+assert (decode.argmax_labels(scores, np.empty((6, 7), np.uint8)) == scores.argmax(0)).all()
 if {spine}:
     geometry = postprocess_spine(np.load({labels_file!r}))
     np.savez({result_file!r}, masks=geometry.masks, mid=geometry.mid, vtb=geometry.vtb, epi=geometry.epi)
@@ -50,12 +51,13 @@ def spine_labels() -> np.ndarray:
     return labels
 
 
-def read_only_copy(root: Path) -> Path:
-    """The runtime's sources under root/usseg/runtime, where no __pycache__ folder can be made."""
+def runtime_copy(root: Path, blocked: bool) -> Path:
+    """The runtime's sources under root/usseg/runtime; ``blocked``: where no __pycache__ folder can
+    be made (else Numba, left to itself, would cache there)."""
     source = Path(usseg.runtime.__file__).parent
     target = root / "usseg" / "runtime"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
+    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())] if blocked else []:
         (folder / "__pycache__").write_text("")
     return root
 
@@ -67,22 +69,26 @@ def cache_indexes(folder: Path) -> set[str]:
 
 @dataclass(frozen=True)
 class Case:
-    read_only: bool  # the copy without __pycache__ and HOME a file, else the installed package
+    home_writable: bool  # HOME a fresh folder, else a file (no ~/.cache can be made)
     cache_env: str  # USSEG_CACHE_DIR: "" unset, "folder" a fresh folder, "file" a file (refused)
     temp_writable: bool  # whether the system temp folder takes a folder
     log_info: bool  # whether the script shows INFO records (a plain run shows warnings only)
     spine: bool  # whether it runs postprocess_spine (compiles for seconds), else only the argmax
+    numba_env: bool = False  # NUMBA_CACHE_DIR set to a fresh folder
 
 
 CASES = {
-    # Numba's own folders work: nothing redirected, nothing said.
-    "installed": Case(read_only=False, cache_env="", temp_writable=True, log_info=False, spine=True),
-    # Read-only install, no writable HOME: a private folder under the temp folder, and a warning.
-    "temp-folder": Case(read_only=True, cache_env="", temp_writable=True, log_info=False, spine=True),
-    # The operator's USSEG_CACHE_DIR is used, and said at INFO.
-    "chosen-folder": Case(read_only=True, cache_env="folder", temp_writable=True, log_info=True, spine=False),
-    # Nothing writable at all: no cache, a warning, and the runtime still works.
-    "no-cache": Case(read_only=True, cache_env="file", temp_writable=False, log_info=False, spine=False),
+    # A writable HOME: the user's cache folder, nothing said.
+    "user-cache": Case(home_writable=True, cache_env="", temp_writable=True, log_info=False, spine=True),
+    # Numba's own setting wins over everything.
+    "numba-env": Case(home_writable=True, cache_env="folder", temp_writable=True, log_info=False, spine=False,
+                      numba_env=True),
+    # No writable HOME: a private folder under the temp folder, and a warning.
+    "temp-folder": Case(home_writable=False, cache_env="", temp_writable=True, log_info=False, spine=True),
+    # The operator's USSEG_CACHE_DIR is used, nothing said even at INFO.
+    "chosen-folder": Case(home_writable=False, cache_env="folder", temp_writable=True, log_info=True, spine=False),
+    # Nothing writable at all: no cache, warnings, and the runtime still works.
+    "no-cache": Case(home_writable=False, cache_env="file", temp_writable=False, log_info=False, spine=False),
 }
 
 
@@ -94,22 +100,23 @@ def run_case(case: Case, tmp_path: Path) -> tuple[subprocess.CompletedProcess, P
     np.save(tmp_path / "labels.npy", spine_labels())
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "USSEG_CACHE_DIR")}
     env.update(TMPDIR=str(tmp_path / "tmp"), PYTHONDONTWRITEBYTECODE="1")
-    if case.read_only:
-        env["HOME"] = str(a_file)
+    env["HOME"] = str(tmp_path / "home" if case.home_writable else a_file)
     if case.cache_env:
         env["USSEG_CACHE_DIR"] = str(tmp_path / "chosen" if case.cache_env == "folder" else a_file)
-    site = read_only_copy(tmp_path / "site") if case.read_only else None
+    if case.numba_env:
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-env")
+    site = runtime_copy(tmp_path / "site", blocked=not case.home_writable)
     script = _SCRIPT.format(
         log_info=case.log_info,
         spine=case.spine,
         temp_dir="" if case.temp_writable else str(a_file),
-        package_root=str(site or ""),
+        package_root=str(site),
         installed=str(Path(usseg.runtime.__file__).parent),
         labels_file=str(tmp_path / "labels.npy"),
         result_file=str(tmp_path / "result.npz"),
     )
     run = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=300)
-    return run, (site / "usseg" / "runtime" if site else Path())
+    return run, site / "usseg" / "runtime"
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -131,22 +138,26 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
             np.testing.assert_array_equal(got[part], getattr(want, part), err_msg=part)
 
     said = run.stderr.splitlines()
-    kernels = {"labels._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
+    kernels = {"decode._argmax", "split._split_classes", "hough._hough_segments", "thinning._thin_in_place"}
     private = temp / f"usseg-{os.getuid()}" / "numba"
-    if name == "installed":
+    user = tmp_path / "home" / ".cache" / "usseg" / "numba"
+    assert not cache_indexes(runtime_copy)  # never beside the package's sources
+    if name == "user-cache":
         assert said == [] and not any(temp.iterdir())
+        assert kernels <= cache_indexes(user)
+    elif name == "numba-env":
+        assert said == [] and cache_indexes(tmp_path / "numba-env") == {"decode._argmax"}
+        assert not chosen.exists() and not user.exists()
     elif name == "temp-folder":
-        assert said == [(f"Numba cannot cache kernels beside {runtime_copy} or in the user cache folder (is HOME "
-                         f"writable?); caching them in {private} (set USSEG_CACHE_DIR to choose the folder)")]
+        assert said == [(f"Numba cannot cache kernels in the user cache folder {tmp_path / 'a-file' / '.cache' / 'usseg' / 'numba'} "
+                         f"(is HOME writable?); caching them in {private} (set USSEG_CACHE_DIR to choose the folder)")]
         assert private.parent.stat().st_mode & 0o777 == 0o700  # Numba unpickles what it finds there
         assert kernels <= cache_indexes(private)
     elif name == "chosen-folder":
-        assert said == [(f"INFO usseg.runtime: Numba cannot cache kernels beside {runtime_copy} or in the user "
-                         f"cache folder (is HOME writable?); caching them in {chosen / 'numba'}")]
-        assert cache_indexes(chosen) == {"labels._argmax"} and not any(temp.iterdir())
+        assert said == [] and cache_indexes(chosen) == {"decode._argmax"} and not any(temp.iterdir())
     else:
-        assert len(said) == 1 and said[0].startswith("Numba cannot cache kernels (cannot cache function "), said
-        assert said[0].endswith("compiling them on every start (set USSEG_CACHE_DIR to a writable folder to "
-                                "keep them)")
+        assert said == [f"Numba cache: USSEG_CACHE_DIR={tmp_path / 'a-file'} cannot be written; looking further",
+                        f"Numba cannot cache kernels: no writable cache folder ({tmp_path / 'a-file' / '.cache' / 'usseg' / 'numba'}); "
+                        f"compiling them on every start (set USSEG_CACHE_DIR to a writable folder to keep them)"]
         assert not any(temp.iterdir()) and not chosen.exists()
         assert not cache_indexes(tmp_path)

@@ -28,7 +28,8 @@ def drawn_labels(mid, epi, vtb) -> np.ndarray:
 
 
 def geometry_result(labels: np.ndarray, spacing: float | None) -> Result:
-    """The runtime's post-processing on a drawn label map, as Segmenter.finish builds its Result."""
+    """The runtime's post-processing on a drawn label map, as the finisher (runtime/finish.py) builds
+    its Result for a frame of the model's own size."""
     geo = postprocess_spine(labels)
     masks = {name: geo.masks[i].astype(bool) for i, name in enumerate(("MID", "VTB", "EPI"))}
     return Result(labels, masks, {"MID": geo.mid, "EPI": geo.epi}, geo.vtb, spacing_mm=spacing)

@@ -176,10 +176,28 @@ def test_onnxruntime_refuses_cpu_fallback_disabled_beside_an_explicit_cpu_provid
     options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
     with pytest.raises(Exception, match="Conflicting session configuration"):
         ort.InferenceSession(model, options, providers=[CPU])
-    # the backend's session for a cpu_nodes=False plan never lists the CPU with that entry
-    from usseg.runtime.backend import open_session
+    # the engine's session for a cpu_nodes=False plan never lists the CPU with that entry
+    from usseg.runtime.sessions import open_session
 
     plan = candidate_plans("cpu", CPU_BUILD, cpu_nodes=False)[0]
     session = open_session(model, plan)
     out = session.run(None, {"image": np.zeros((1, 1, 24, 32), np.float32)})[0]
     assert out.shape == (1, 4, 24, 32)
+
+
+# -- the plans a Segmenter opens: its options reach the policy ---------------------------------------------
+@pytest.mark.parametrize("fp16,precision,expected", [
+    (True, "fp32", "1"),    # asked for: TensorRT in fp16 for an fp32 model
+    (None, "fp32", "0"),    # not asked: the model's own precision
+    (None, "fp16", "1"),
+    (False, "fp16", "0"),   # refused even for an fp16 model
+])
+def test_the_segmenters_fp16_option_reaches_tensorrts_plan(tmp_path, monkeypatch, fp16, precision, expected):
+    from onnx_tiny import FakeGpu
+
+    gpu = FakeGpu(monkeypatch, available=GPU_BUILD)
+    from usseg.runtime.segmenter import Segmenter
+
+    seg = Segmenter(tiny_model(tmp_path / "m.onnx", precision=precision), device="tensorrt", fp16=fp16,
+                    cache_dir=tmp_path / "trt")
+    assert seg.provider == TRT and {p.options(TRT)["trt_fp16_enable"] for p in gpu.opened} == {expected}

@@ -52,6 +52,11 @@ def test_readme_shows_commands_of_every_stage():
     assert {"synth", "prepare", "train", "evaluate", "export", "predict", "stream", "bench"} <= shown
 
 
+def test_readme_lists_every_subcommand_in_the_clis_order():
+    listed = re.search(r"lists them in pipeline order:\s+([a-z,\s]+)\)", TEXT).group(1)
+    assert listed.split() == [f"{c.name}," for c in cli.COMMANDS[:-1]] + [cli.COMMANDS[-1].name]
+
+
 @pytest.mark.parametrize("line", command_lines())
 def test_every_command_line_parses(line):
     args = parse(line)  # argparse exits (and the test fails) on an unknown option or a bad value

@@ -10,9 +10,11 @@ from conftest import USGRA
 
 from usseg.benchmarks.models import phantom_frames
 from usseg.export.cli import main as export_main
-from usseg.export.recipe_graph import GraphRecipeError, gaussian_fixed_point, nlm_weight_table, recipe_graph
 from usseg.runtime.contract import Contract, ContractError, FrameSpec
 from usseg.runtime.preprocess import FrameError, Letterbox, enhance, get_recipe, preprocess
+from usseg.runtime.recipe.denoise import nlm_weight_table
+from usseg.runtime.recipe.graph import GraphRecipeError, recipe_graph
+from usseg.runtime.recipe.unsharp import gaussian_fixed_point
 from usseg.runtime.segmenter import Segmenter
 
 
@@ -113,13 +115,14 @@ def test_unsupported_recipes_and_sizes_are_refused_by_name():
 
 
 def test_exact_models_get_exact_cuda_options_and_no_tensorrt(tmp_path):
-    from usseg.runtime.providers import CPU, EXACT_NOTE, ProviderError, cuda_options, plan_providers
+    from usseg.runtime.engine import session_plans
+    from usseg.runtime.providers import CPU, EXACT_NOTE, ModelFacts, ProviderError, cuda_options
 
-    plan = plan_providers("auto", tmp_path, exact=True)
+    plan = session_plans("auto", ModelFacts(exact=True), cache_dir=tmp_path)[0]
     assert EXACT_NOTE in plan.notes and plan.providers[-1][0] == CPU
     assert all(name != "TensorrtExecutionProvider" for name, _ in plan.providers)
     with pytest.raises(ProviderError, match="use device 'cuda'"):
-        plan_providers("tensorrt", tmp_path, exact=True)
+        session_plans("tensorrt", ModelFacts(exact=True), cache_dir=tmp_path)
     assert cuda_options(True, exact=True)["use_tf32"] == "0"
     assert cuda_options(True, exact=True)["cudnn_conv_algo_search"] == "HEURISTIC"
     assert "use_tf32" not in cuda_options(True)
@@ -152,10 +155,10 @@ def test_exported_graph_model_takes_raw_frames_and_matches_the_host_path(seed_re
     assert export_main([str(seed_recipe_run), "-o", str(single), "--frames", str(phantom_data),
                         "--graph-preprocess", "128x160", "--output", "labels"]) == 0
     one = Segmenter(single, device="cpu")
-    assert one.session.get_inputs()[0].shape == [1, 1, 128, 160] and one.contract.output == "labels"
+    assert one.engine.session.get_inputs()[0].shape == [1, 1, 128, 160] and one.contract.output == "labels"
     a, b = Segmenter(host, device="cpu"), Segmenter(graph, device="cpu")
     assert b.contract.frame == FrameSpec(height=128, width=160) and b.contract.recipe.name == "seed"
-    assert b.session.get_inputs()[0].type == "tensor(uint8)"
+    assert b.engine.session.get_inputs()[0].type == "tensor(uint8)"
     frames = phantom(4, 128, 160)
     for frame in frames:
         ra, rb = a(frame), b(frame)

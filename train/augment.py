@@ -1,5 +1,7 @@
 """Training augmentation (albumentations 2.x) on preprocessed frames: the seed's four spatial
-transforms by default, with strengths and optional intensity changes set by ``AugmentParams``.
+transforms by default, with strengths and optional intensity changes set by ``AugmentParams``,
+and, when asked, nnU-Net's intensity set (Gaussian noise, Gaussian blur, low-resolution
+simulation, gamma; its 2D defaults are ``NNUNET_INTENSITY``).
 
 Image and mask move together; masks use nearest-neighbour interpolation and fill 0 (background),
 images fill 0 like the letterbox padding. ``augment`` is a pure function of (image, mask, key):
@@ -37,6 +39,12 @@ class AugmentParams:
     brightness: float = 0.0
     contrast: float = 0.0
     gamma: float = 0.0         # probability-weighted with ``intensity``: gamma in [1 - g, 1 + g]
+    noise: float = 0.0         # probability of Gaussian noise...
+    noise_std: float = 0.1     # ...with a standard deviation drawn in [0, noise_std] of the [0, 1] range
+    blur: float = 0.0          # probability of a Gaussian blur...
+    blur_sigma: float = 1.0    # ...with sigma drawn in [0.5, blur_sigma] px
+    lowres: float = 0.0        # probability of simulated low resolution: down by a factor drawn in...
+    lowres_scale: float = 0.5  # ...[lowres_scale, 1] (nearest neighbour), back up (bicubic)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -45,13 +53,22 @@ class AugmentParams:
                 # ValueError like every other configuration error (the CLI reports those)
                 raise ValueError(f"augmentation field '{f.name}': expected a number, got {value!r}")  # noqa: TRY004
             object.__setattr__(self, f.name, float(value))
-        for name in ("flip", "affine", "elastic", "grid", "intensity"):
+        for name in ("flip", "affine", "elastic", "grid", "intensity", "noise", "blur", "lowres"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augmentation field '{name}': {getattr(self, name)} must be a probability in [0, 1]")
         for name, top in (("shift", 0.5), ("scale", 0.9), ("rotate", 180.0), ("brightness", 1.0),
-                          ("contrast", 1.0), ("gamma", 0.9)):
+                          ("contrast", 1.0), ("gamma", 0.9), ("noise_std", 1.0)):
             if not 0 <= getattr(self, name) <= top:
                 raise ValueError(f"augmentation field '{name}': {getattr(self, name)} must be in [0, {top}]")
+        if not 0.5 <= self.blur_sigma <= 10:
+            raise ValueError(f"augmentation field 'blur_sigma': {self.blur_sigma} must be in [0.5, 10]")
+        if not 0.1 <= self.lowres_scale < 1:
+            raise ValueError(f"augmentation field 'lowres_scale': {self.lowres_scale} must be in [0.1, 1)")
+
+    @property
+    def changes_intensity(self) -> bool:
+        """Whether any step changes grey levels (the result is then clipped back to [0, 1])."""
+        return self.intensity > 0 or self.noise > 0 or self.blur > 0 or self.lowres > 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentParams:
@@ -67,7 +84,8 @@ class AugmentParams:
 
 
 def build_pipeline(params: AugmentParams | None = None) -> A.Compose:
-    """HorizontalFlip, Affine, elastic, grid distortion, then (when asked) brightness, contrast, gamma."""
+    """HorizontalFlip, Affine, elastic, grid distortion, then (when asked) noise, blur, brightness and
+    contrast, low resolution, gamma."""
     a = params or AugmentParams()
     nearest, constant = cv2.INTER_NEAREST, cv2.BORDER_CONSTANT
     steps = [
@@ -82,13 +100,29 @@ def build_pipeline(params: AugmentParams | None = None) -> A.Compose:
                          mask_interpolation=nearest, border_mode=constant, fill=0, fill_mask=0,
                          p=a.grid),
     ]
+    # nnU-Net's order: noise, blur, brightness and contrast, low resolution, gamma
+    if a.noise > 0:
+        steps.append(A.GaussNoise(std_range=(0.0, a.noise_std), p=a.noise))
+    if a.blur > 0:
+        steps.append(A.GaussianBlur(sigma_limit=(0.5, a.blur_sigma), p=a.blur))
     if a.intensity > 0 and (a.brightness > 0 or a.contrast > 0):
         steps.append(A.RandomBrightnessContrast(brightness_limit=(-a.brightness, a.brightness),
                                                 contrast_limit=(-a.contrast, a.contrast), p=a.intensity))
+    if a.lowres > 0:  # albumentations rounds the frame to 8 bits for this step (1/255 of the range)
+        steps.append(A.Downscale(scale_range=(a.lowres_scale, 1.0), p=a.lowres,
+                                 interpolation_pair={"downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_CUBIC}))
     if a.intensity > 0 and a.gamma > 0:
         steps.append(A.RandomGamma(gamma_limit=(100 * (1 - a.gamma), 100 * (1 + a.gamma)), p=a.intensity))
     return A.Compose(steps, mask_interpolation=nearest, seed=0)
 
+
+# nnU-Net's 2D intensity augmentation (nnunetv2 get_training_transforms) on this module's [0, 1]
+# frames: noise p 0.1 (nnU-Net: variance up to 0.1 of z-scored data, a std of 0.32 of the data's
+# own; a preprocessed frame's std is about a third of its range, hence 0.1), blur p 0.2 with sigma
+# 0.5-1, low resolution p 0.25 at 0.5-1, gamma 0.7-1.3 (nnU-Net: 0.7-1.5, p 0.3); brightness and
+# contrast +-25 % (nnU-Net: p 0.15 each) share gamma's probability here, 0.3.
+NNUNET_INTENSITY = {"noise": 0.1, "noise_std": 0.1, "blur": 0.2, "blur_sigma": 1.0, "lowres": 0.25,
+                    "lowres_scale": 0.5, "intensity": 0.3, "brightness": 0.25, "contrast": 0.25, "gamma": 0.3}
 
 ONLINE, OFFLINE = 0, 1  # key streams: (epoch, frame) draws and (copy, frame) draws
 
@@ -111,13 +145,13 @@ class Augmenter:
     def __init__(self, params: AugmentParams | None = None) -> None:
         self.params = params or AugmentParams()
         self.pipeline = build_pipeline(self.params)
-        self.clip = self.params.intensity > 0
+        self.clip = self.params.changes_intensity
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, key: int) -> tuple[np.ndarray, np.ndarray]:
         self.pipeline.set_random_seed(key)
         out = self.pipeline(image=image, mask=mask)
         image = np.ascontiguousarray(out["image"], np.float32)
-        if self.clip:  # brightness and contrast may leave the preprocessed [0, 1] range
+        if self.clip:  # noise, brightness, contrast and bicubic upscaling may leave the preprocessed [0, 1] range
             np.clip(image, 0.0, 1.0, out=image)
         return image, np.ascontiguousarray(out["mask"], np.uint8)
 

@@ -11,6 +11,7 @@ the average's updates.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,16 @@ REQUIRED_KEYS = ("epoch", "model_state_dict", "model_config", "contract")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Serialised in memory first, then written atomically: a full disk is then an OSError named by
+    the file (torch.save writing to the disk itself reports one as a RuntimeError from its zip
+    writer), and the previous checkpoint stays as it was."""
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_path(path, "the checkpoint") as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

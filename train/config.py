@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from usseg.runtime.preprocess import Recipe, get_recipe
+from usseg.runtime.providers import DEVICE_KINDS
 
 from .augment import AugmentParams
 from .model import ModelConfig, get_model_config
 from .schedule import SCHEDULES
 
-DEVICES = ("auto", "cpu", "cuda")
+# The runtime's device kinds that training can use: TensorRT runs exported models, not PyTorch.
+DEVICES = tuple(kind for kind in DEVICE_KINDS if kind != "tensorrt")
 
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict[str, Any]": (dict,)}
@@ -132,6 +134,13 @@ PROFILES: dict[str, TrainConfig] = {
     # copies, DiceCE with HausdorffDT blended in from 20 % to 60 % of the epochs up to 0.2.
     "seed": TrainConfig(model="seed", recipe="seed", epochs=500, batch_size=2, schedule="none",
                         val_every=5, offline_copies=7, num_workers=2, hd_max=0.2),
+    # DESIGN.md's plain script, the floor every default must clear: MONAI UNet 16..256, 2 residual
+    # units, 256x256 letterboxed, min-max only, DiceCE, Adam 1e-3 at a constant rate, horizontal
+    # flips, batch 8, no boundary loss (on usgra-seg: 125 epochs in 20 min on 2 CPU cores, test 0.597).
+    # The trials of a budgeted run always try it (candidates.py).
+    "plain": TrainConfig(model="wide", recipe="none", epochs=125, batch_size=8, lr=1e-3, schedule="none",
+                         val_every=5, augment=True, augmentation={"flip": 0.5, "affine": 0.0, "elastic": 0.0, "grid": 0.0},
+                         hd_max=0.0),
     # Tests: a 64x80 network that trains in seconds.
     "tiny": TrainConfig(model="tiny", recipe="none", epochs=3, batch_size=4, val_every=1),
 }

@@ -41,7 +41,7 @@ from usseg.runtime.provenance import usseg_version
 
 from .augment import Augmenter, offline_copies
 from .budget import RESERVE, Clock
-from .budget_fit import describe_model, fit_to_budget, fit_to_deadline
+from .budget_fit import fit_to_budget, fit_to_deadline
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .dataset import (
@@ -58,7 +58,7 @@ from .io import DataError, write_json
 from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
 from .metrics import by_class, json_number, mean_dice
-from .model import build_model
+from .model import build_model, describe_model
 from .run_folder import check_run_folder, clean_temporaries, clear_run
 from .schedule import EpochSchedule
 from .steps import resolve_device, train_epoch, validate
@@ -99,7 +99,8 @@ class Trainer:
     """One run: data, model and optimiser, the state that last.pt carries, and its outputs."""
 
     def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True,
-                 comm: Comm | None = None) -> None:
+                 comm: Comm | None = None, parts: dict[str, list[str]] | None = None) -> None:
+        """``parts``: the train and val ids to use instead of the data set's split (a fold, folds.py)."""
         self.comm = comm or Comm(device=resolve_device(cfg.device))
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress and self.comm.is_main
         self.device = self.comm.device
@@ -107,7 +108,7 @@ class Trainer:
         self.folder = open_mask_folder(data_dir)
         self.classes = self.folder.classes
         self.fingerprint = self.folder.fingerprint()
-        self._load_data()
+        self._load_data(parts)
         self.rebuild()
         self.epoch, self.best_score, self.best_dice = -1, float("nan"), {}
         self.history: list[dict[str, Any]] = []
@@ -149,9 +150,9 @@ class Trainer:
         """Fit network, epochs, validation interval and patience to ``seconds`` (budget_fit.py)."""
         return fit_to_budget(self, seconds, candidates)
 
-    def _load_data(self) -> None:
+    def _load_data(self, parts: dict[str, list[str]] | None = None) -> None:
         cfg, mcfg = self.cfg, self.cfg.model_config()
-        self.parts = split_ids(self.folder, cfg.val_fraction)
+        self.parts = parts or split_ids(self.folder, cfg.val_fraction)
         frames = {s: load_frames(self.folder, self.parts[s], cfg.recipe_spec(), mcfg.height, mcfg.width)
                   for s in ("train", "val")}
         train = frames["train"]
@@ -388,13 +389,15 @@ def _fmt(value: Any) -> str:
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           overwrite: bool = False, progress: bool = True, budget_s: float | None = None,
           candidates: list[dict[str, Any]] | None = None, started: float | None = None,
-          on_fit: Callable[[TrainConfig, dict[str, str]], None] | None = None) -> dict[str, Any]:
+          on_fit: Callable[[TrainConfig, dict[str, str]], None] | None = None,
+          parts: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Train on the mask folder ``data_dir`` into ``out_dir``; returns the run's summary.
 
     ``budget_s``: wall-clock seconds for the whole command, counted from ``started`` (monotonic;
     default now): a new run fits its network (the widest of ``candidates`` that fits, see
     budget.py) and epochs to what is left after loading the data; any run is shortened when it
-    falls behind; ``on_fit(config, reasons)`` is called once the budget has fitted it. Raises DataError for unusable data, a missing last.pt on ``resume``, or an
+    falls behind; ``on_fit(config, reasons)`` is called once the budget has fitted it. ``parts``:
+    train and val ids instead of the data set's split. Raises DataError for unusable data, a missing last.pt on ``resume``, or an
     existing run in ``out_dir`` without ``resume`` or ``overwrite``.
     """
     out = Path(out_dir)
@@ -405,7 +408,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
         comm.from_main(lambda: check_run_folder(out, resume, overwrite))
         if comm.is_main:
             clean_temporaries(out)
-        trainer = Trainer(cfg, data_dir, out, progress, comm)
+        trainer = Trainer(cfg, data_dir, out, progress, comm, parts)
         if resume:
             trainer.restore(out / "last.pt")
         elif comm.is_main:

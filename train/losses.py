@@ -14,6 +14,11 @@ to_onehot_y=True, softmax=True)`` computes (alpha 2, mean over pixels, batch and
 faster on a CPU: distance transforms come from OpenCV's exact Euclidean transform instead of
 SciPy's, the target's fields can be computed ahead (in the data loader's workers), and nothing
 is computed while the weight is 0.
+
+Deep supervision (a DynUNet in training mode, model.py) gives logits BxKxCxHxW: the main output
+and K-1 lower-resolution heads at input size. The DiceCE term is then nnU-Net's weighted sum over
+the heads (``deep_supervision_weights``); the boundary term, when on, is taken on the main output
+only (its distance transforms are the costly part on a CPU).
 """
 
 from __future__ import annotations
@@ -92,6 +97,14 @@ class HausdorffDT(torch.nn.Module):
         return ((probs - target) ** 2 * distance).mean()
 
 
+def deep_supervision_weights(heads: int) -> list[float]:
+    """nnU-Net's weights for the main output and ``heads - 1`` deeper heads: 1/2^i, normalised to
+    sum to 1 (nnU-Net also gives its lowest-resolution output weight 0; model.py leaves that head
+    out of the network instead)."""
+    raw = [0.5 ** i for i in range(heads)]
+    return [w / sum(raw) for w in raw]
+
+
 def hd_scale(dicece: float, hd: float, cap: float) -> float:
     """The factor that caps the boundary term at ``cap`` x the DiceCE term (1 when already below)."""
     if not hd > 0 or not math.isfinite(hd):
@@ -103,7 +116,8 @@ class SegLoss(torch.nn.Module):
     """(1 - hw) * DiceCE + hw * c * HausdorffDT with c = hd_scale(...); the HD term is skipped
     entirely while hw is 0.
 
-    forward(logits BxCxHxW, labels Bx1xHxW, hd_weight, fields=None) -> (loss, {"dicece", "hd", "hd_scale"}).
+    forward(logits BxCxHxW or BxKxCxHxW (deep supervision), labels Bx1xHxW, hd_weight, fields=None)
+    -> (loss, {"dicece", "hd", "hd_scale"}).
     """
 
     def __init__(self, hd_cap: float = 0.5) -> None:
@@ -116,7 +130,12 @@ class SegLoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, hd_weight: float,
                 fields: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         logits = logits.float()
-        dicece = self.dicece(logits, labels)
+        if logits.ndim == 5:  # deep supervision: main output first
+            weights = deep_supervision_weights(logits.shape[1])
+            dicece = sum(w * self.dicece(logits[:, i], labels) for i, w in enumerate(weights))
+            logits = logits[:, 0]
+        else:
+            dicece = self.dicece(logits, labels)
         if hd_weight <= 0:
             return dicece, {"dicece": float(dicece.detach()), "hd": float("nan"), "hd_scale": float("nan")}
         hd = self.hd(logits, labels, fields)

@@ -99,13 +99,16 @@ def thin_lines(fp: Fingerprint, scale: float) -> bool:
     return thinnest is not None and thinnest < THIN_BOUNDARY_PX
 
 
+def pixel_budget_scale(fp: Fingerprint, device: Device) -> float:
+    """Resize factor that gives the median frame the device's PIXELS, never above 1."""
+    return min(1.0, math.sqrt(PIXELS[device.kind] / (fp.median_height * fp.median_width)))
+
+
 def plan_scale(fp: Fingerprint, device: Device) -> tuple[float, str]:
     """Resize factor of the median frame: a pixel budget per device, raised so that the thinnest
     structures keep THIN_MIN_PX pixels, never above 1."""
-    frame = fp.median_height * fp.median_width
-    by_pixels = math.sqrt(PIXELS[device.kind] / frame)
-    thin = [c.thickness_px["p5"] for c in _present(fp) if c.thickness_px["p5"]]
-    thinnest = min(thin) if thin else None
+    by_pixels = pixel_budget_scale(fp, device)
+    thinnest = thinnest_at_input(fp, 1.0)
     by_thin = THIN_MIN_PX / thinnest if thinnest else 0.0
     scale = min(1.0, max(by_pixels, by_thin))
     why = f"{PIXELS[device.kind]:,} input pixels on a {device.kind.upper()}"
@@ -147,6 +150,21 @@ def network(first: int, res_units: int, depth: int, cap: int, height: int, width
     channels = [min(first * 2 ** i, cap) for i in range(depth + 1)]
     return {"name": f"plan-{first}x{res_units}", "channels": channels, "strides": [2] * depth,
             "num_res_units": res_units, "height": height, "width": width}
+
+
+def plan_network(fp: Fingerprint, device: Device, scale: float) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """The UNet at ``scale``: (model_overrides without a budget, the widths a budget chooses
+    among narrowest first, the reason). Depth and input size follow from the scale."""
+    first, res_units = DEFAULT_NETWORK[device.kind]
+    depth, why_depth = plan_depth(fp, scale, res_units)
+    height, width, why_size = plan_size(fp, scale, depth)
+    cap = CHANNEL_CAP[device.kind]
+    chosen = network(first, res_units, depth, cap, height, width)
+    ladder = [network(f, r, depth, cap, height, width) for f, r in LADDER[device.kind]]
+    why = (f"UNet {chosen['channels'][0]}..{chosen['channels'][-1]} channels, {res_units} residual units: "
+           f"{'the width that beat the lite network by 0.11 mean Dice on real frames' if device.kind == 'cpu' else 'GPU default'}; "
+           f"input {why_size}; depth {why_depth}")
+    return chosen, ladder, why
 
 
 def plan_batch(fp: Fingerprint, device: Device, overrides: dict[str, Any]) -> tuple[int, str]:
@@ -215,17 +233,9 @@ def plan_epochs(steps_per_epoch: int) -> tuple[int, int, int, str]:
 def make_plan(fp: Fingerprint, device: Device) -> Plan:
     """The plan for ``fp`` on ``device``; every field decided here has a line in ``reasons``."""
     reasons: dict[str, str] = {}
-    first, res_units = DEFAULT_NETWORK[device.kind]
     scale, why_scale = plan_scale(fp, device)
-    depth, why_depth = plan_depth(fp, scale, res_units)
-    height, width, why_size = plan_size(fp, scale, depth)
-    cap = CHANNEL_CAP[device.kind]
-    chosen = network(first, res_units, depth, cap, height, width)
-    candidates = [network(f, r, depth, cap, height, width) for f, r in LADDER[device.kind]]
-    reasons["model_overrides"] = (
-        f"UNet {chosen['channels'][0]}..{chosen['channels'][-1]} channels, {res_units} residual units: "
-        f"{'the width that beat the lite network by 0.11 mean Dice on real frames' if device.kind == 'cpu' else 'GPU default'}; "
-        f"input {why_size}; {why_scale}; depth {why_depth}")
+    chosen, candidates, why_network = plan_network(fp, device, scale)
+    reasons["model_overrides"] = f"{why_network}; {why_scale}"
     batch, reasons["batch_size"] = plan_batch(fp, device, chosen)
     has_val = fp.frames.get("val", 0) > 0
     val_fraction = 0.1 if has_val else min(0.2, max(0.1, VAL_TARGET / max(fp.train_frames, 1)))

@@ -24,9 +24,9 @@ import numpy as np
 
 from usseg.runtime.cli import add_out_option, alias_main
 from usseg.runtime.errors import UsageError
-from usseg.runtime.fileio import TMP_MARK, replace_dir
+from usseg.runtime.fileio import TMP_MARK, output_lock, replace_dir
+from usseg.runtime.interrupt import EXIT_CODES, stop_signals, stopped_by
 from usseg.runtime.outfolder import check_out, overlap
-from usseg.runtime.signals import sigterm_raises
 
 from .groups import compile_pattern, frame_groups
 from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
@@ -275,25 +275,30 @@ def run(args: argparse.Namespace) -> int:
                   own=("classes.json", "split.csv"), what="mask folder", writer="usseg prepare")
     options = SourceOptions(args.annotations, args.images, args.masks_dir, args.classes, args.line_width)
     problems = ProblemLog(strict=args.strict)
-    with sigterm_raises("stopped by SIGTERM; nothing was written and the temporary files were removed"):
-        imported = read_source(fmt, options, problems)
-        if in_place:
-            got = collect(imported, None, problems)
-            if not got.ids:
-                raise DataError(f"{source}: no usable frames")
-            splits, groups = assign_splits(got, imported.classes, args)
-            write_split(target, splits)
-            target = args.masks_dir
-        else:
-            with replace_dir(out) as tmp:
-                (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
-                got = collect(imported, tmp, problems)
+    try:
+        with output_lock(args.masks_dir if in_place else out, "usseg prepare"), stop_signals():
+            imported = read_source(fmt, options, problems)
+            if in_place:
+                got = collect(imported, None, problems)
                 if not got.ids:
                     raise DataError(f"{source}: no usable frames")
-                write_classes(tmp, imported.classes)
                 splits, groups = assign_splits(got, imported.classes, args)
-                write_split(tmp / "split.csv", splits)
-                (tmp / OWNER_FILE).unlink()
+                write_split(target, splits)
+                target = args.masks_dir
+            else:
+                with replace_dir(out) as tmp:
+                    (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+                    got = collect(imported, tmp, problems)
+                    if not got.ids:
+                        raise DataError(f"{source}: no usable frames")
+                    write_classes(tmp, imported.classes)
+                    splits, groups = assign_splits(got, imported.classes, args)
+                    write_split(tmp / "split.csv", splits)
+                    (tmp / OWNER_FILE).unlink()
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the temporary folder is gone with the block
+        how = stopped_by(exc)
+        log.error("stopped by %s; nothing was written and the temporary files were removed", how)
+        return EXIT_CODES[how]
     folder = open_mask_folder(target)
     print(f"wrote {target}: {len(folder.splits)} frames, classes {list(folder.classes)}")
     for line in class_balance(folder):

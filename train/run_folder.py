@@ -29,14 +29,15 @@ def clean_temporaries(out: Path) -> list[Path]:
     return removed
 
 
-def resume_hint(out: Path, data_dir: str | Path) -> str:
-    """One line for an interrupted run: where it can go on from."""
+def resume_hint(out: Path, data_dir: str | Path, why: str = "interrupted") -> str:
+    """One line for a run that ended early (``why``: interrupted, stopped by a signal, an output
+    that could not be written): where it can go on from."""
     last = Path(out) / "last.pt"
     try:
         epoch = int(load_checkpoint(last)["epoch"]) + 1
     except DataError:  # no checkpoint yet
-        return f"interrupted before the first checkpoint; nothing to resume in {out}"
-    return f"interrupted; {last} holds epoch {epoch}: resume with  usseg train --data {data_dir} --out {out} --resume"
+        return f"{why}; before the first checkpoint: nothing to resume in {out}"
+    return f"{why}; {last} holds epoch {epoch}: resume with  usseg train --data {data_dir} --out {out} --resume"
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:

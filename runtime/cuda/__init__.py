@@ -2,7 +2,9 @@
 
 The fast GPU path: the frame crosses the bus once (uint8), the recipe runs as a handful of
 kernels that reproduce OpenCV's arithmetic in int32 / float32, and the result is written straight
-into the network's bound input buffer. ``export/recipe_graph.py`` stays the portable path.
+into the network's bound input buffer (the Segmenter's ``fused-cuda`` preparer, runtime/prepare.py).
+The recipe as ONNX operators (runtime/recipe/graph.py, ``usseg export --graph-preprocess``) stays
+the portable path.
 
 Nothing here imports ``numba.cuda`` until a ``FusedRecipe`` is built or ``unavailable_reason()``
 is asked, so this package imports on machines without numba-cuda or a GPU.

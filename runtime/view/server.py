@@ -18,19 +18,29 @@ each with the text the overlay shows);
 ``/frame.jpg`` the newest frame; ``/status.json`` statistics, the newest record and provenance.
 Requests whose Host header names a domain other than localhost or the bound name are refused, so
 a web page elsewhere cannot read the images through DNS rebinding.
+
+On any address but loopback a token is required, as Jupyter does it: a random one (or ``--token``)
+printed in the URL (``/?token=...``). The page's own requests then carry it in a cookie set by
+that first request; a player can give it in the URL (``/stream.mjpg?token=...``) or as the header
+``Authorization: token ...``. A request without it is refused (403).
 """
 
 from __future__ import annotations
 
 import collections
+import hmac
 import ipaddress
 import json
 import logging
+import re
+import secrets
 import select
 import socket
 import threading
 import time
+import urllib.parse
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -43,10 +53,17 @@ from ..errors import UsageError
 log = logging.getLogger("usseg.view")
 
 BOUNDARY = "usseg-frame"
+TOKEN = re.compile(r"[A-Za-z0-9_-]{8,200}")  # URL- and cookie-safe as it is
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RECENT = 300                  # frames in the rolling fps and latency window
 SNAPSHOT_INTEREST_S = 2.0     # a /frame.jpg request keeps frames encoded for this long
 WAIT_S = 0.5                  # how often a waiting viewer thread looks for shutdown
+
+
+def check_token(token: str | None) -> None:
+    """A token given with --token is safe in a URL and a cookie as it is, and not trivially short."""
+    if token is not None and not TOKEN.fullmatch(token):
+        raise UsageError("--token: 8 to 200 letters, digits, '-' or '_'")
 
 
 class FrameSlot:
@@ -129,9 +146,12 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, cookie: bool = False) -> None:
         self.send_response(status)
         self._common_headers(content_type)
+        if cookie:  # the page's own requests (status, stream) carry the token from here on
+            self.send_header("Set-Cookie", f"{self.server.view.cookie_name}={self.server.view.token}; Path=/; "
+                                           f"HttpOnly; SameSite=Strict")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -142,14 +162,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
 
+    def _token_given(self) -> str | None:
+        """The token this request carries: in the query, the Authorization header or the cookie."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if query.get("token"):
+            return query["token"][0]
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "token" and value.strip():
+            return value.strip()
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie") or "").get(self.server.view.cookie_name)
+        except CookieError:
+            return None
+        return morsel.value if morsel is not None else None
+
+    def _token_ok(self) -> bool:
+        token = self.server.view.token
+        if token is None:
+            return True
+        given = self._token_given()
+        return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
     def do_GET(self) -> None:
         view = self.server.view
         if not self._host_allowed():
             self._send(HTTPStatus.FORBIDDEN, b"forbidden host\n", "text/plain; charset=utf-8")
             return
+        if not self._token_ok():
+            self._send(HTTPStatus.FORBIDDEN, b"a token is needed: open the URL usseg stream printed\n",
+                       "text/plain; charset=utf-8")
+            return
         route = self.path.split("?", 1)[0]
         if route in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, view.page, "text/html; charset=utf-8")
+            self._send(HTTPStatus.OK, view.page, "text/html; charset=utf-8", cookie=view.token is not None)
         elif route == "/status.json":
             self._send(HTTPStatus.OK, json.dumps(view.status()).encode(), "application/json")
         elif route == "/frame.jpg":
@@ -204,10 +249,14 @@ class LiveView:
     """A started live-view server (see the module docstring). ``port`` 0 takes a free port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, info: dict[str, Any] | None = None,
-                 stats: Any = None, quality: int = 80) -> None:
+                 stats: Any = None, quality: int = 80, token: str | None = None) -> None:
+        """``token``: required of every request (None: on loopback none is, elsewhere a random one)."""
         if not 0 <= int(port) <= 65535:
             raise UsageError(f"--port {port}: must be 0..65535 (0: any free port)")
-        self.host, self.info, self.stats = host, dict(info or {}), stats
+        check_token(token)
+        if token is None and host not in LOOPBACK:
+            token = secrets.token_urlsafe(24)
+        self.host, self.info, self.stats, self.token = host, dict(info or {}), stats, token
         self.slot = FrameSlot(quality)
         self.page = resources.files(__package__).joinpath("page.html").read_bytes()
         self.viewers: list[Viewer] = []
@@ -225,17 +274,20 @@ class LiveView:
                 from None
         self.server.view = self
         self.port = int(self.server.server_address[1])
+        self.cookie_name = f"usseg-view-{self.port}"  # cookies ignore ports: one name per view
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="usseg-view", daemon=True)
         self._thread.start()
         if host not in LOOPBACK:
-            log.warning("live view: serving on %s, reachable by anyone on that network; the default 127.0.0.1 "
-                        "with an SSH tunnel keeps the images on this machine", host)
+            log.warning("live view: serving on %s, reachable by anyone on that network who has its URL (it "
+                        "carries the token); the default 127.0.0.1 with an SSH tunnel keeps the images on this "
+                        "machine", host)
 
     @property
     def url(self) -> str:
+        """The page's address, with the token when one is required."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     # -- viewers --------------------------------------------------------------------------------------
     def add_viewer(self, connection: socket.socket) -> Viewer:
@@ -318,12 +370,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def start_view(seg: Any, *, source: str, calibration: Any, stats: Any, host: str = "127.0.0.1",
-               port: int = 0) -> LiveView:
+               port: int = 0, token: str | None = None) -> LiveView:
     """The live view of ``usseg stream --view``: provenance, source and spacing on the page."""
     from ..provenance import provenance
 
     view = LiveView(host, port, info={"model": provenance(seg), "source": str(source),
-                                      "calibration": calibration.to_dict()}, stats=stats)
+                                      "calibration": calibration.to_dict()}, stats=stats, token=token)
     log.info("live view at %s (from another machine: ssh -L %d:localhost:%d HOST, then open "
-             "http://localhost:%d/)", view.url, view.port, view.port, view.port)
+             "http://localhost:%d/%s)", view.url, view.port, view.port, view.port,
+             f"?token={view.token}" if view.token else "")
     return view

@@ -15,9 +15,9 @@ import binascii
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator
 
-import cv2
 import numpy as np
 
+from usseg.runtime.imageio import ImageError, decode_image
 from usseg.runtime.preprocess import FrameError, to_grey8
 
 from ..io import DataError
@@ -48,10 +48,10 @@ def _decode_png(text: Any, where: str, what: str) -> np.ndarray:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise EntryError(f"{where}: {what} is not valid base64", "form") from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if image is None:
-        raise EntryError(f"{where}: {what} is not a readable image", "image")
-    return image
+    try:
+        return decode_image(data, f"{where}: {what}")  # its size checked from the header before decoding
+    except ImageError as exc:
+        raise EntryError(str(exc), "image") from None
 
 
 def frame_image(doc: dict, json_path: Path, images_dir: Path | None, where: str) -> np.ndarray:
