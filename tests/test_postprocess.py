@@ -11,6 +11,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from conftest import TRAINED_LABEL_MAPS
 from numba.core.registry import CPUDispatcher
 from skimage.morphology import skeletonize as skimage_skeletonize
 
@@ -119,6 +120,18 @@ def test_random_maps_reproduce_reference_exactly(cases, references):
     """The skeleton and the Hough walk are reproduced bit for bit, so nothing drifts at all."""
     for labels, want in zip(cases, references):
         assert_identical(postprocess_spine(labels, SPEC), want)
+
+
+def test_trained_network_maps_reproduce_reference_exactly():
+    """A trained network's label maps (tests/data/trained-label-maps): masks, lines and boxes equal
+    to the plain OpenCV + scikit-image rules bit for bit, and the maps give every outcome."""
+    with np.load(TRAINED_LABEL_MAPS) as data:
+        maps = data["labels"]
+    assert maps.shape == (50, H, W) and maps.dtype == np.uint8
+    references = [reference_postprocess(labels, SPEC) for labels in maps]
+    for labels, want in zip(maps, references):
+        assert_identical(postprocess_spine(labels, SPEC), want)
+    assert [sum(getattr(r, name) is not None for r in references) for name in ("mid", "vtb", "epi")] == [40, 36, 37]
 
 
 def test_random_maps_exercise_every_outcome(references):
