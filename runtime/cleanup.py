@@ -1,7 +1,8 @@
 """Label-map clean-up chosen on val: per class, keep only the largest connected region, fill holes.
 
 Which steps a model applies is decided after training on its val predictions (nnU-Net's rule: a
-step is kept only where it raises that class's val Dice; usseg.train.postprocess_choice) and
+step is kept where it changes them and that class's val Dice does not fall;
+usseg.train.postprocess_choice) and
 recorded in the contract (``postprocess.largest_component``, ``postprocess.fill_holes``: class
 names). The finisher applies them to the model-size label map before anything else reads it;
 training decides with these same functions, so what was measured on val is what runs.
