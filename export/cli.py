@@ -3,6 +3,7 @@
     usseg export --model runs/demo/run/best.pt --out models/ [--fp16 | --int8 --calibration DATA]
                  [--output logits|probs|labels] [--batch 1|dynamic] [--opset 18]
                  [--graph-preprocess HxW] [--triton REPO] [--frames DIR] [--no-verify]
+    usseg export --model RUN --ensemble --out models/      # the K folds of `usseg train --folds K` as one graph
     usseg-export runs/demo/run/best.pt -o model.onnx            # the stand-alone form, same options
 
 ``--out DIR`` writes DIR/model.onnx (model-fp16.onnx, model-int8.onnx; ``--name`` to choose);
@@ -60,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=Path,
                    help="verification frames (image folder or mask folder); default: phantom frames")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    p.add_argument("--ensemble", action="store_true",
+                   help="--model is the folder of a `usseg train --folds K` run: export its K fold models as one "
+                        "graph that averages their probabilities (K forward passes per frame; the summary gives "
+                        "the cost measured on this CPU)")
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:
@@ -75,7 +80,8 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(
         checkpoint=args.model or args.checkpoint, out=out, precision=args.precision, output=args.output,
         batch=None if args.batch == "dynamic" else 1, opset=args.opset, graph_preprocess=args.graph_preprocess,
-        calibration=args.calibration, frames=args.frames, triton=args.triton, verify=not args.no_verify)
+        calibration=args.calibration, frames=args.frames, triton=args.triton, verify=not args.no_verify,
+        ensemble=args.ensemble)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ class ExportOptions:
     frames: Path | None = None                  # verification frames; None: phantom frames
     triton: Path | None = None                  # also write a Triton model repository here
     verify: bool = True
+    ensemble: bool = False                      # checkpoint is a `usseg train --folds K` run folder
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -53,7 +54,11 @@ class ExportOptions:
 def check_inputs(opts: ExportOptions) -> None:
     """Everything that can be refused before minutes of tracing."""
     precision = PRECISIONS[opts.precision]
-    if not opts.checkpoint.is_file():
+    if opts.ensemble:
+        from .ensemble import fold_checkpoints
+
+        fold_checkpoints(opts.checkpoint)
+    elif not opts.checkpoint.is_file():
         raise ExportError(f"{opts.checkpoint}: checkpoint not found")
     if precision.needs_calibration:
         if opts.calibration is None:
@@ -80,9 +85,14 @@ def load(opts: ExportOptions):
     from usseg.train.checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
 
     try:
-        state = load_checkpoint(opts.checkpoint)
-        model = model_from_checkpoint(state, opts.checkpoint)
-        contract = checkpoint_contract(state, opts.checkpoint)
+        if opts.ensemble:
+            from .ensemble import load_ensemble
+
+            model, contract = load_ensemble(opts.checkpoint)
+        else:
+            state = load_checkpoint(opts.checkpoint)
+            model = model_from_checkpoint(state, opts.checkpoint)
+            contract = checkpoint_contract(state, opts.checkpoint)
     except ContractError as exc:
         raise ExportError(f"{opts.checkpoint}: {exc}") from None
     try:
@@ -160,6 +170,10 @@ def _write_model(opts: ExportOptions, model, contract: Contract, figures: dict) 
                     quantize_int8(fp32_path, staged, contract, calibration_frames(opts.calibration, contract))
         if opts.verify:
             figures["parity"] = verify_model(model, staged, fp32_path, contract, opts.precision, opts.frames)
+        if opts.ensemble:
+            from .ensemble import frame_cost_ms
+
+            figures["ensemble"] = {"folds": len(model.folds), "ms_per_frame": frame_cost_ms(staged, contract)}
         if contract.frame is not None:
             staged = _prepend_preprocessing(staged, Path(work) / "graph.onnx", contract, opts, figures)
         os.replace(staged, opts.out)

@@ -40,6 +40,12 @@ def summary(out: Path, figures: dict) -> str:
     if graph is not None:
         lines.append(f"  in-graph    vs host preprocessing on {graph.frames} frames: labels agree "
                      f"{100 * graph.label_agreement:.4f} %, max |input delta| {graph.input_max_delta:.2e}")
+    ensemble = figures.get("ensemble")
+    if ensemble is not None:
+        k = ensemble["folds"]
+        lines.append(f"  ensemble    {k} folds, probabilities averaged: {ensemble['ms_per_frame']:.1f} ms per frame "
+                     f"on this CPU (ONNX Runtime, batch 1, median of 20), {k} network passes; one fold alone "
+                     f"(usseg export --model RUN/fold_0/best.pt) for real time")
     if figures.get("triton"):
         lines.append(f"  triton      {figures['triton']} (tritonserver --model-repository {figures['triton'].parent})")
     lines.append(f"next: usseg predict --model {out} IMAGES... --out result/")

@@ -70,6 +70,7 @@ POSTPROCESS_RULES = {
     "morph_iterations": Between(0, 20), "hough_threshold": Between(1, 100_000), "hough_min_length": Between(0, 100_000),
     "hough_max_gap": Between(0, 100_000),
 }
+CLEANUP_FIELDS = ("largest_component", "fill_holes")  # class names; checked against the classes in validate()
 CONTRACT_RULES = {
     "resize": OneOf(RESIZE_POLICIES), "output": OneOf(OUTPUT_KINDS), "output_name": TENSOR_NAME,
     "schema_version": OneOf((SCHEMA_VERSION,)),
@@ -112,7 +113,9 @@ class FrameSpec:
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    """Parameters of the seed's rule-based post-processing (see runtime/postprocess/)."""
+    """Parameters of the seed's rule-based post-processing (see runtime/postprocess/), and the
+    label-map clean-up chosen on val for any kind (runtime/cleanup.py; empty: none, as in every
+    contract written before it existed)."""
 
     kind: str = "spine"
     min_line_area: int = 500
@@ -124,9 +127,13 @@ class PostprocessSpec:
     hough_threshold: int = 30       # cv2.HoughLinesP's votes, minLineLength and maxLineGap
     hough_min_length: int = 5
     hough_max_gap: int = 30
+    largest_component: tuple[str, ...] = ()  # classes that keep only their largest connected region
+    fill_holes: tuple[str, ...] = ()         # classes whose enclosed background becomes the class
 
     def __post_init__(self) -> None:
         check_spec("postprocess", self, POSTPROCESS_RULES)
+        for name in CLEANUP_FIELDS:  # JSON gives lists; a frozen spec holds tuples (hashable, comparable)
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,22 @@ def validate(c: Contract) -> None:
                                 f"{spec.height}x{spec.width} input; in-graph preprocessing only shrinks")
     if c.postprocess.kind == "spine" and tuple(c.classes) != SPINE_CLASSES:
         raise ContractError(f"contract field 'postprocess.kind': 'spine' needs classes {list(SPINE_CLASSES)}")
+    _check_cleanup(c)
+
+
+def _check_cleanup(c: Contract) -> None:
+    """The clean-up steps name foreground classes of this model, each once."""
+    valid = list(c.classes[1:])
+    for name in CLEANUP_FIELDS:
+        seen = set()
+        for i, value in enumerate(getattr(c.postprocess, name)):
+            where = f"contract field 'postprocess.{name}[{i}]'"
+            if value not in valid:
+                raise ContractError(f"{where}: {show(value)} is not a foreground class of this model; "
+                                    f"valid: {json.dumps(valid)}")
+            if value in seen:
+                raise ContractError(f"{where}: {show(value)} is listed twice")
+            seen.add(value)
 
 
 SEED_FRAME = (480, 640)  # the label-map size the seed's post-processing thresholds were set for

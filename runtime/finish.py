@@ -7,6 +7,11 @@ labels, masks and geometry are mapped back onto the frame through its letterbox;
 (labels, letterbox, contract, spacing): it keeps no state between frames, so it may run on any
 thread, beside the engine's work on the next frame.
 
+Before any kind's post-processing, the label-map clean-up chosen on val runs at model size
+(runtime/cleanup.py; none unless the contract lists it). For ``spine`` it runs before the seed's
+rules: those rules read the map whose val Dice the clean-up raised, and ``labels`` (what
+``usseg evaluate`` scores) is that map; with no steps chosen the seed's output is unchanged.
+
 Mapping back costs as much as the post-processing itself when done plane by plane (four
 nearest-neighbour resizes and three bool copies of a 480x640 frame), so it is done once:
 - no resize (the content is the frame's size, the model size equals the frame size): the labels
@@ -21,10 +26,12 @@ nearest-neighbour resizes and three bool copies of a 480x640 frame), so it is do
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
 
+from .cleanup import apply_steps, cleanup_plan, content_of
 from .contract import Contract
 from .jit import kernel
 from .postprocess import postprocess_spine
@@ -99,6 +106,8 @@ class Finisher:
 
     def __call__(self, labels: np.ndarray, letterbox: Letterbox) -> Result:
         c = self.contract
+        if self.cleanup:  # steps chosen on val (runtime/cleanup.py), for any kind
+            labels = apply_steps(labels, self.cleanup, content_of(letterbox))
         if c.postprocess.kind != "spine":
             frame_labels = labels_to_frame(labels, letterbox)
             masks = {name: frame_labels == i for i, name in enumerate(c.classes) if i > 0}
@@ -110,6 +119,12 @@ class Finisher:
                                                                                          ("EPI", geo.epi))}
         vtb = None if geo.vtb is None else letterbox.to_frame(geo.vtb)
         return Result(frame_labels, masks, lines, vtb, spacing_mm=self.spacing_mm)
+
+    @cached_property
+    def cleanup(self) -> tuple[tuple[int, str], ...]:
+        """The contract's clean-up steps, (class index, step) in the order they run; () for none."""
+        p = self.contract.postprocess
+        return cleanup_plan(self.contract.classes, p.largest_component, p.fill_holes)
 
     def warmup(self) -> None:
         """Compile or load the post-processing and mapping kernels now rather than on the first frame."""

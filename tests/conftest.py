@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 USGRA = DATA / "usgra-seg"  # four real frames with their masks (CC BY 4.0, see its README.md)
+TRAINED_LABEL_MAPS = DATA / "trained-label-maps" / "labels.npz"  # a trained network's maps (its README.md)
 
 
 # -- the suite reads nothing beside the repository ------------------------------------------------

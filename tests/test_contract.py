@@ -108,6 +108,15 @@ BAD = [
     (["postprocess", "min_box_area"], 1.5, r"'postprocess.min_box_area': expected an integer, got float"),
     (["postprocess", "line_thickness_px"], 0, r"'postprocess.line_thickness_px': 0 must be"),
     (["postprocess", "line_thickness_px"], None, r"'postprocess.line_thickness_px': expected an integer, got"),
+    # the clean-up chosen on val: foreground class names of this model, each once
+    (["postprocess", "largest_component"], "MID", r"'postprocess.largest_component': expected a list of \(a string\), got str"),
+    (["postprocess", "largest_component"], None, r"'postprocess.largest_component': expected a list of"),
+    (["postprocess", "largest_component"], ["MID", 2], r"'postprocess.largest_component\[1\]': expected a string, got int 2"),
+    (["postprocess", "largest_component"], ["background"],
+     r"""'postprocess.largest_component\[0\]': 'background' is not a foreground class of this model; valid: \["MID", "VTB", "EPI"\]"""),
+    (["postprocess", "fill_holes"], ["VTB", "nerve"], r"'postprocess.fill_holes\[1\]': 'nerve' is not a foreground class"),
+    (["postprocess", "fill_holes"], ["../VTB"], r"'postprocess.fill_holes\[0\]': '\.\./VTB' is not a foreground class"),
+    (["postprocess", "fill_holes"], ["EPI", "EPI"], r"'postprocess.fill_holes\[1\]': 'EPI' is listed twice"),
     # provenance: shown to users only, but bounded
     (["provenance"], [1], r"'provenance': expected an object, got list"),
     (["provenance", "notes"], "x" * 70000, r"'provenance': \d+ characters of JSON, more than 65536"),
@@ -127,6 +136,25 @@ BAD = [
 def test_bad_contract_names_the_field(path, value, message):
     with pytest.raises(ContractError, match=message):
         Contract.from_json(mutate(path, value))
+
+
+def test_cleanup_steps_round_trip_as_tuples():
+    spec = PostprocessSpec(largest_component=["MID", "EPI"], fill_holes=("VTB",))
+    c = make_contract(postprocess=spec)
+    data = json.loads(c.to_json())
+    assert data["postprocess"]["largest_component"] == ["MID", "EPI"] and data["postprocess"]["fill_holes"] == ["VTB"]
+    again = Contract.from_json(c.to_json())
+    assert again == c and again.postprocess.largest_component == ("MID", "EPI") and again.postprocess.fill_holes == ("VTB",)
+    hash(again.postprocess)  # a frozen spec stays hashable with the lists it was given
+
+
+def test_a_contract_written_before_the_cleanup_fields_loads_without_cleanup():
+    data = json.loads(make_contract().to_json())
+    for name in ("largest_component", "fill_holes"):
+        del data["postprocess"][name]
+    c = Contract.from_dict(data)
+    assert c.postprocess.largest_component == () and c.postprocess.fill_holes == ()
+    assert c == make_contract()
 
 
 def test_score_buffer_is_bounded():

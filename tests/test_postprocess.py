@@ -11,6 +11,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from conftest import TRAINED_LABEL_MAPS
 from numba.core.registry import CPUDispatcher
 from skimage.morphology import skeletonize as skimage_skeletonize
 
@@ -25,7 +26,10 @@ from usseg.runtime.postprocess import (
     MID,
     VTB,
     SpineGeometry,
+    bitplane,
+    contours,
     postprocess_spine,
+    split,
     thinning,
     warmup,
 )
@@ -116,6 +120,18 @@ def test_random_maps_reproduce_reference_exactly(cases, references):
     """The skeleton and the Hough walk are reproduced bit for bit, so nothing drifts at all."""
     for labels, want in zip(cases, references):
         assert_identical(postprocess_spine(labels, SPEC), want)
+
+
+def test_trained_network_maps_reproduce_reference_exactly():
+    """A trained network's label maps (tests/data/trained-label-maps): masks, lines and boxes equal
+    to the plain OpenCV + scikit-image rules bit for bit, and the maps give every outcome."""
+    with np.load(TRAINED_LABEL_MAPS) as data:
+        maps = data["labels"]
+    assert maps.shape == (50, H, W) and maps.dtype == np.uint8
+    references = [reference_postprocess(labels, SPEC) for labels in maps]
+    for labels, want in zip(maps, references):
+        assert_identical(postprocess_spine(labels, SPEC), want)
+    assert [sum(getattr(r, name) is not None for r in references) for name in ("mid", "vtb", "epi")] == [40, 36, 37]
 
 
 def test_random_maps_exercise_every_outcome(references):
@@ -368,6 +384,155 @@ def test_thinning_table_departs_from_the_paper_only_where_skimage_does():
     assert sorted(departs.tolist()) == sorted(thinning._SKIMAGE_TABLE_DEPARTURES)
 
 
+def packed(image: np.ndarray):
+    """A binary image as the split packs it (as MID): its words and their spans per row."""
+    height, width = image.shape
+    words = (width + 63) // 64
+    planes, spans = np.empty((3, height, words), np.uint64), np.empty((3, 2, height), np.int32)
+    highest = split._split_classes((image != 0).astype(np.uint8), np.empty((3, height, width), np.uint8), planes,
+                                   spans, np.empty((3, 4), np.int64), np.empty((3, words), np.uint64))
+    assert highest == 0
+    return planes[MID].copy(), spans[MID].copy()
+
+
+def unpacked(plane: np.ndarray, width: int, region=None) -> np.ndarray:
+    """The pixels of a packed plane; with a region (top, rows, w0, words), only those, 0 elsewhere."""
+    image = np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little")[:, :width]
+    if region is None:
+        return image
+    top, rows, w0, words = region
+    inside = np.zeros_like(image)
+    inside[top:top + rows, 64 * w0:64 * (w0 + words)] = 1
+    return image * inside
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (7, 63), (9, 64), (13, 65), (40, 157), (480, 640)])
+def test_split_gives_each_class_packed_with_its_spans_and_box(height, width):
+    rng = np.random.default_rng(height * width)
+    for density in (0.0, 0.02, 0.5):
+        labels = ((rng.random((height, width)) < density) * rng.integers(1, 4, (height, width))).astype(np.uint8)
+        words = (width + 63) // 64
+        masks, planes = np.full((3, height, width), 9, np.uint8), np.empty((3, height, words), np.uint64)
+        spans, bounds = np.empty((3, 2, height), np.int32), np.empty((3, 4), np.int64)
+        assert split._split_classes(labels, masks, planes, spans, bounds, np.empty((3, words), np.uint64)) == 0
+        for c, value in enumerate((LABEL_MID, LABEL_VTB, LABEL_EPI)):
+            np.testing.assert_array_equal(masks[c], labels == value)
+            np.testing.assert_array_equal(unpacked(planes[c], width), masks[c])
+            x, y, w, h = cv2.boundingRect(masks[c])
+            assert tuple(bounds[c]) == ((y, y + h, x, x + w) if w else (0, 0, 0, 0))
+            for i in range(height):
+                nonzero = np.nonzero(planes[c, i])[0]
+                want = (nonzero[0], nonzero[-1] + 1) if nonzero.size else (0, 0)
+                assert tuple(spans[c, :, i]) == want
+    labels = np.zeros((height, width), np.uint8)
+    labels[height // 2, width // 2] = 7
+    assert split._split_classes(labels, masks, planes, spans, bounds, np.empty((3, words), np.uint64)) == 7
+
+
+def region_with_margin(rng, image, margin):
+    """A random word-aligned region of the frame, the image kept only ``margin`` pixels inside it
+    (or up to the frame's edge): the packed kernels' promise is the full frame's result there."""
+    height, width = image.shape
+    words = (width + 63) // 64
+    top, bottom = sorted(int(v) for v in rng.integers(0, height + 1, 2))
+    w0, w1 = sorted(int(v) for v in rng.integers(0, words + 1, 2))
+    if top == bottom or w0 == w1:
+        top, bottom, w0, w1 = 0, height, 0, words
+    inner = np.zeros_like(image)
+    i0, i1 = top if top == 0 else top + margin, bottom if bottom == height else bottom - margin
+    j0, j1 = 64 * w0 if w0 == 0 else 64 * w0 + margin, width if 64 * w1 >= width else 64 * w1 - margin
+    if i0 < i1 and j0 < j1:
+        inner[i0:i1, j0:j1] = image[i0:i1, j0:j1]
+    return inner, (top, bottom - top, w0, w1 - w0)
+
+
+def test_packed_erosion_and_dilation_equal_opencv():
+    """Squares from 3 to 281 pixels (past 63 the kernel works in steps), OpenCV's borders (the
+    frame's edge neither grows nor erodes a shape), any region with room around the shapes."""
+    rng = np.random.default_rng(21)
+    for case in range(300):
+        height, width = int(rng.integers(1, 80)), int(rng.integers(1, 200))
+        image = (rng.random((height, width)) < rng.uniform(0.05, 0.95)).astype(np.uint8)
+        r = int(rng.integers(1, 8)) if case % 5 else int(rng.integers(60, 141))
+        erode = bool(case % 2)
+        image, region = region_with_margin(rng, image, 2 * r)
+        top, rows, w0, words = region
+        plane, spans = packed(image)
+        work = np.empty((2,) + plane.shape, np.uint64)
+        work_spans = np.empty((2,) + spans.shape, np.int32)
+        bitplane._morph(plane, spans, work[0], work_spans[0], work[1], work_spans[1], top, rows, w0, words,
+                        height, width, r, erode, np.empty(plane.shape[1], np.uint64))
+        want = (cv2.erode if erode else cv2.dilate)(image, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+        np.testing.assert_array_equal(unpacked(work[0], width, region), want, err_msg=f"case {case}, r {r}, {erode=}")
+        for i in range(top, top + rows):  # the spans cover every non-zero word of the region
+            nonzero = np.nonzero(work[0, i, w0:w0 + words])[0] + w0
+            assert not nonzero.size or work_spans[0, 0, i] <= nonzero[0] <= nonzero[-1] < work_spans[0, 1, i]
+
+
+def test_packed_open_close_equals_opencv_morphology():
+    rng = np.random.default_rng(22)
+    for case in range(150):
+        height, width = int(rng.integers(1, 90)), int(rng.integers(1, 200))
+        image = (rng.random((height, width)) < rng.uniform(0.2, 0.9)).astype(np.uint8)
+        r = int(rng.integers(1, 5))
+        image, region = region_with_margin(rng, image, 2 * r)
+        top, rows, w0, words = region
+        plane, spans = packed(image)
+        work, work_spans = np.empty((3,) + plane.shape, np.uint64), np.empty((3,) + spans.shape, np.int32)
+        bitplane._open_close(plane, spans, work, work_spans, top, rows, w0, words, height, width, r,
+                             np.empty(plane.shape[1], np.uint64))
+        want = cv2.morphologyEx(image, cv2.MORPH_OPEN, fast.MORPH_KERNEL, iterations=r)
+        want = cv2.morphologyEx(want, cv2.MORPH_CLOSE, fast.MORPH_KERNEL, iterations=r)
+        np.testing.assert_array_equal(unpacked(work[0], width, region), want, err_msg=f"case {case}")
+
+
+def contour_scratch(height: int, width: int):
+    size = height * (width // 2 + 1) + 1
+    return (np.empty((4, size), np.int32), np.empty(size, np.int32), np.empty((4, size), np.int32),
+            np.empty((4 * height * width + 1, 2), np.int32))
+
+
+def test_largest_contour_its_points_and_its_fill_equal_opencv():
+    """Noise, blobs with holes, shapes touching the edge: the contour cv2.findContours and
+    cv2.contourArea pick (strict and not, ties to the last found), its CHAIN_APPROX_SIMPLE points,
+    and cv2.drawContours' fill of it."""
+    rng = np.random.default_rng(23)
+    for case in range(600):
+        height, width = int(rng.integers(1, 70)), int(rng.integers(1, 150))
+        image = (rng.random((height, width)) < rng.uniform(0.05, 0.9)).astype(np.uint8)
+        if case % 3 == 0:
+            image = cv2.morphologyEx(image, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        plane, spans = packed(image)
+        runs, parent, gaps, points = contour_scratch(height, width)
+        words = plane.shape[1]
+        count = contours._runs(plane, spans, 0, height, 0, words, runs[0], runs[1], runs[2], runs[3])
+        contours._components(runs[1], runs[2], runs[3], height, parent)
+        found, _ = cv2.findContours(image, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        threshold = int(rng.integers(1, 30))
+        for strict, min_area in ((True, 0), (False, 0), (True, threshold), (False, threshold)):
+            best, best_area = None, -1.0
+            for contour in found:  # the seed's pick
+                area = cv2.contourArea(contour)
+                if (area > min_area if strict else area >= min_area) and area > best_area:
+                    best, best_area = contour, area
+            k = contours._largest(plane, 0, height, 0, words, runs[0], runs[1], parent, count, 2 * min_area, strict,
+                                  points)
+            assert (k < 0) == (best is None), f"case {case}"
+            if best is None:
+                continue
+            twice_area, length = contours._trace(plane, 0, height, 0, words, runs[0][k], runs[1][k], points, True)
+            assert twice_area == round(2 * best_area)
+            np.testing.assert_array_equal(points[:length], best.reshape(-1, 2), err_msg=f"case {case}")
+            box = np.empty(4, np.int64)
+            image_filled = contours._fill(runs[0], runs[1], runs[2], runs[3], 0, parent, k, count, gaps[0], gaps[1],
+                                          gaps[2], gaps[3], np.empty((height + 2) * (width + 2), np.uint8), box)
+            x, y, w, h = cv2.boundingRect(best)
+            want = np.zeros((h + 2, w + 2), np.uint8)
+            cv2.drawContours(want, [best], -1, 1, cv2.FILLED, offset=(1 - x, 1 - y))
+            assert tuple(box) == (y, x, h, w)
+            np.testing.assert_array_equal(image_filled, want, err_msg=f"case {case}")
+
+
 # ------------------------------------------------------------------- input and plumbing
 
 
@@ -433,7 +598,8 @@ def all_kernels() -> dict[str, CPUDispatcher]:
 def test_warmup_compiles_every_kernel_a_frame_needs(cases):
     warmup()
     kernels = all_kernels()
-    assert {name.split(".")[-2] for name in kernels} == {"thinning", "hough", "split", "regions"}
+    assert {name.split(".")[-2] for name in kernels} == {"bitplane", "contours", "hough", "shapes", "split",
+                                                          "thinning"}
     before = {name: len(kernel.signatures) for name, kernel in kernels.items()}
     for labels in cases[:10]:
         postprocess_spine(labels, SPEC)

@@ -6,6 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from usseg.runtime.cleanup import apply_steps, cleanup_plan, content_of
 from usseg.runtime.contract import METADATA_KEY
 from usseg.runtime.infer import main as infer_main
 from usseg.runtime.preprocess import FrameError, preprocess
@@ -26,12 +27,15 @@ def frames():
 
 
 def plain_labels(seg, frame):
-    """The same pipeline written with plain ONNX Runtime and numpy, as a reference."""
-    spec = seg.contract.input
+    """The same pipeline written with plain ONNX Runtime and numpy, as a reference, then the
+    clean-up the contract chose on val (runtime/cleanup.py, checked against scipy in test_cleanup.py)."""
+    spec, p = seg.contract.input, seg.contract.postprocess
     x, letterbox = preprocess(frame, seg.contract.recipe, spec.height, spec.width)
     session = ort.InferenceSession(str(seg.path), providers=["CPUExecutionProvider"])
     logits = session.run(None, {spec.name: x[None, None]})[0][0]
-    return logits.argmax(0).astype(np.uint8), letterbox
+    labels = logits.argmax(0).astype(np.uint8)
+    chosen = cleanup_plan(seg.contract.classes, p.largest_component, p.fill_holes)
+    return apply_steps(labels, chosen, content_of(letterbox)), letterbox
 
 
 def test_labels_match_plain_onnxruntime_at_the_frame_size(seg, frames):

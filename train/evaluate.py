@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from usseg.runtime.cleanup import STEPS, apply_steps, cleanup_plan, content_of, describe
 from usseg.runtime.cli import add_device_option, add_model_option, add_out_option, alias_main
 from usseg.runtime.contract import SPINE_CLASSES, Contract, PostprocessSpec, default_postprocess
 from usseg.runtime.errors import UsageError
@@ -73,7 +74,8 @@ def flip_average(model: Any, x: Any) -> Any:
 
 
 def torch_predictor(model: Any, contract: Contract, device: str = "cpu", tta: bool = False) -> Predictor:
-    """Checkpoint model -> predictor: preprocess at model size, argmax, labels back to the frame.
+    """Checkpoint model -> predictor: preprocess at model size, argmax, the clean-up the contract
+    chose on val (as the runtime's finisher runs it), labels back to the frame.
 
     ``tta``: average the class probabilities of the frame and of its mirror image (two forward
     passes per frame: about twice the model's share of the time).
@@ -81,14 +83,16 @@ def torch_predictor(model: Any, contract: Contract, device: str = "cpu", tta: bo
     import torch
 
     model = model.to(device).eval()
-    spec = contract.input
+    spec, chosen = contract.input, cleanup_plan(contract.classes, contract.postprocess.largest_component,
+                                                contract.postprocess.fill_holes)
 
     def predict(frame: np.ndarray) -> np.ndarray:
         x, box = preprocess(frame, contract.recipe, spec.height, spec.width)
         t = torch.from_numpy(x)[None, None].to(device)
         with torch.no_grad():
             scores = flip_average(model, t) if tta else model(t)
-        return box.invert_labels(scores.argmax(1)[0].to(torch.uint8).cpu().numpy())
+        labels = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return box.invert_labels(apply_steps(labels, chosen, content_of(box)))
 
     return predict
 
@@ -306,9 +310,12 @@ def run(args: argparse.Namespace) -> int:
     if tuple(contract.classes) != tuple(folder.classes):
         raise DataError(f"{args.model}: classes {list(contract.classes)} differ from {args.data}'s {list(folder.classes)}")
     result = evaluate(predictor, folder, args.split, contract.postprocess, args.spacing, progress=True)
-    result = {"model": str(args.model), "data": str(args.data), "tta": bool(args.tta), **result}
+    chosen = {step: list(getattr(contract.postprocess, step)) for step in STEPS}
+    result = {"model": str(args.model), "data": str(args.data), "tta": bool(args.tta),
+              "postprocess_chosen_on_val": chosen, **result}
     print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames, at original size"
           f"{', mirror TTA' if args.tta else ''}; {result['ms_per_frame']:.1f} ms per frame)")
+    print(f"post-processing chosen on val, applied: {describe(chosen)}")
     print(format_report(result))
     if args.out is not None:
         path = args.out / f"eval_{args.split}{'_tta' if args.tta else ''}.json"

@@ -157,7 +157,8 @@ def train_folds(args: argparse.Namespace, budget_s: float | None, started: float
     log.info("cross-validation, %d folds of %d train+val frames: mean val Dice %s +- %s (min %s, max %s); %s",
              k, sum(r["val_frames"] for r in results), _fmt(m["mean"]), _fmt(m["std"]), _fmt(m["min"]),
              _fmt(m["max"]), out / "folds.json")
-    log.info("next: usseg evaluate --model %s --data %s", runs[0] / "best.pt", args.data)
+    log.info("next: usseg evaluate --model %s --data %s; the folds as one model: usseg export --model %s --ensemble "
+             "--out MODELS", runs[0] / "best.pt", args.data, out)
     return 0
 
 

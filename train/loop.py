@@ -2,7 +2,8 @@
 
     RUN/config.json    the TrainConfig used (loads back with --config)
     RUN/last.pt        the latest epoch, for --resume
-    RUN/best.pt        the best mean validation Dice so far
+    RUN/best.pt        the best mean validation Dice so far; at the end its contract gets the
+                       label-map clean-up chosen on its val predictions (postprocess_choice.py)
     RUN/metrics.json   every validation, the best one and a final summary
     RUN/tb/            TensorBoard scalars: train/loss, val/loss, val/<class>, val/mean_dice
 
@@ -59,6 +60,7 @@ from .losses import SegLoss, hausdorff_weight
 from .maskfolder import open_mask_folder
 from .metrics import by_class, json_number, mean_dice
 from .model import build_model, describe_model
+from .postprocess_choice import choose_for_run
 from .run_folder import check_run_folder, clean_temporaries, clear_run
 from .schedule import EpochSchedule
 from .steps import resolve_device, train_epoch, validate
@@ -278,6 +280,14 @@ class Trainer:
                 save_checkpoint(self.out / "best.pt", self.state(val_dice, mean))
         save_checkpoint(self.out / "last.pt", self.state(val_dice, math.nan if mean is None else mean))
 
+    def choose_postprocess(self, summary: dict[str, Any]) -> None:
+        """The clean-up chosen on best.pt's val predictions, into its contract and ``summary``
+        (postprocess_choice.py); rank 0 only, once training is over."""
+        if self.comm.is_main:
+            chosen = choose_for_run(self.out, self.folder, self.parts["val"], self.device)
+            if chosen is not None:
+                summary["postprocess"] = chosen
+
     def write_metrics(self, final: dict[str, Any] | None = None) -> None:
         if not self.comm.is_main:
             return
@@ -432,5 +442,6 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, resume: b
         if budget_s is not None:
             summary["budget"] = {"seconds": round(budget_s, 1), "reasons": reasons,
                                  "fitted_epochs": trainer.clock.max_epochs, "epochs": trainer.cfg.epochs}
+        trainer.choose_postprocess(summary)
         trainer.write_metrics(summary)
     return summary

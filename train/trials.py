@@ -361,6 +361,7 @@ def train_by_trial(fp: Fingerprint, plan: Plan, data: Path, out: Path, budget_s:
     final = {"epochs": [first + 1, summary["last_epoch"] + 1] if summary["last_epoch"] >= first else [],
              "best_mean_val_dice": summary["best_mean_val_dice"], "best_epoch": summary["best_epoch"]}
     summary["trials"] = race.report(final)
+    winner.trainer.choose_postprocess(summary)
     winner.trainer.write_metrics(summary)
     race.write(final)
     width = {"model_overrides": winner.reasons["model_overrides"]} if "model_overrides" in winner.reasons else {}

@@ -10,22 +10,27 @@ seed's gap fixing, the MID and EPI lines and the VTB box, following the seed ste
 * the box (VTB): the largest external contour with area >= ``min_box_area``, its min-area rect;
 * no MID line -> nothing at all (all geometry None, all masks empty).
 
-Each step works on a region around its class (its bounding box, less stray blobs too small to
-matter) instead of the whole frame. Morphology, contours and the min-area rect are OpenCV's own
-calls on those regions; the skeleton and the Hough transform are Numba kernels that reproduce
-scikit-image's ``skeletonize`` and OpenCV's ``HoughLinesP`` bit for bit, so the output equals the
-seed's exactly. That matters: HoughLinesP visits points in a pseudo-random order and, on a tilted
-skeleton, its walk along the 1-degree angle steps off the line after a few dozen pixels, so the
-seed's end points depend on every skeleton pixel and on that order. A line fitted any other way
-(principal axis, extreme projections) lands tens of pixels from the seed's end points on most
-tilted lines.
+The class planes are packed 64 pixels to a word as the labels are split (a few vector
+instructions per 64 labels), and every step after works on those words, only where its class is:
+gap fixing and the open/close are word-wide dilations and erosions with OpenCV's borders, the
+contours come from the runs of set pixels and OpenCV's own border-following rule (so their areas
+are ``cv2.contourArea``'s and the VTB contour's points are ``cv2.findContours``'), and the chosen
+contour is filled as ``cv2.drawContours`` fills it. The skeleton and the Hough transform are Numba
+kernels that reproduce scikit-image's ``skeletonize`` and OpenCV's ``HoughLinesP`` bit for bit, so
+the output equals the seed's exactly. That matters: HoughLinesP visits points in a pseudo-random
+order and, on a tilted skeleton, its walk along the 1-degree angle steps off the line after a few
+dozen pixels, so the seed's end points depend on every skeleton pixel and on that order. A line
+fitted any other way (principal axis, extreme projections) lands tens of pixels from the seed's
+end points on most tilted lines. Each line is one kernel call from its class's words to its end
+points; the box is one kernel call and OpenCV's ``minAreaRect``.
 
 Scratch buffers are kept per thread and frame size; ``out=`` takes the masks, so a live loop
 allocates nothing large per frame. ``warmup()`` compiles or loads every kernel up front.
 
-Modules: ``labelmap`` (class values, result type, input check), ``thinning`` (Zhang-Suen),
-``hough`` (HoughLinesP), ``split`` (class planes and gap fixing), ``regions`` (which part of a
-class can matter), ``spine`` (the rules per frame). Imports numpy, cv2 and numba only (no torch,
+Modules: ``labelmap`` (class values, result type, input check), ``split`` (class planes, byte
+and packed, and gap fixing), ``bitplane`` (packed-plane morphology), ``contours`` (the largest
+external contour, its area, points and fill), ``thinning`` (Zhang-Suen), ``hough``
+(HoughLinesP), ``shapes`` (a class's line or box in one call), ``spine`` (the rules per frame). Imports numpy, cv2 and numba only (no torch,
 scikit-image or scipy).
 """
 
@@ -40,7 +45,6 @@ from .hough import (
     hough_rho_bins,
 )
 from .labelmap import EPI, LABEL_EPI, LABEL_MID, LABEL_VTB, MID, VTB, SpineGeometry, validate_labels
-from .regions import TILE
 from .spine import (
     MORPH_ITERATIONS,
     MORPH_KERNEL,
@@ -67,7 +71,6 @@ __all__ = [
     "MORPH_ITERATIONS",
     "MORPH_KERNEL",
     "THINNING_TABLE",
-    "TILE",
     "VTB",
     "SpineGeometry",
     "hough_rho_bins",

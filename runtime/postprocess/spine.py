@@ -1,9 +1,7 @@
-"""The seed's spine rules on one label map, region by region, with per-thread scratch buffers.
+"""The seed's spine rules on one label map, with per-thread scratch buffers.
 
-Each step works on a region around its class (its bounding box, less stray blobs too small to
-matter) instead of the whole frame. Morphology, contours and the min-area rect are OpenCV's own
-calls on those regions; the skeleton and the Hough transform are the Numba kernels of
-``thinning`` and ``hough``, so the output equals the seed's exactly.
+Four kernel calls a frame: the split into byte and packed class planes, the gap fixing, and each
+line (``shapes``); the box is a kernel call and ``cv2.minAreaRect`` on the contour it finds.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import cv2
 import numpy as np
 
 from ..contract import PostprocessSpec
+from .bitplane import words_for
 from .hough import (
     HOUGH_COS,
     HOUGH_MAX_LINE_GAP,
@@ -25,56 +24,66 @@ from .hough import (
     hough_rho_bins,
 )
 from .labelmap import EPI, LABEL_EPI, LABEL_MID, LABEL_VTB, MID, VTB, SpineGeometry, validate_labels
-from .regions import TILE, _relevant_region
-from .split import Bounds, _add_overlap, _is_empty, _split_classes
+from .shapes import _box_contour, _line_of
+from .split import _fix_gaps, _split_classes
 from .thinning import THINNING_TABLE, _thin_in_place
 
 MORPH_KERNEL = np.ones((3, 3), np.uint8)
 MORPH_ITERATIONS = 2
 
-# Open then close (3x3, twice each) can grow a shape by at most this much, and only towards the
-# frame's edge; a region grown by _LINE_MARGIN around the shapes gives the full-frame result.
-
 
 class _Scratch:
-    """Buffers reused frame after frame for one frame size (one set per thread)."""
+    """Buffers reused frame after frame for one frame size (one set per thread).
+
+    Every buffer is as large as the worst label map of this size needs (the kernels do not
+    check bounds); ``np.empty`` leaves the pages untouched until a frame needs them.
+    """
 
     def __init__(self, height: int, width: int) -> None:
+        self.height, self.width = height, width
+        words = words_for(width)
         area = (height + 2) * (width + 2)
-        self.image = np.empty(area, np.uint8)
+        runs = height * (width // 2 + 1) + 1  # a run and a gap take two pixels of a row
+        self.bounds = np.zeros((3, 4), np.int64)
+        self.columns = np.empty((3, words), np.uint64)
+        self.planes = np.empty((3, height, words), np.uint64)
+        self.spans = np.empty((3, 2, height), np.int32)
+        self.work = np.empty((3, height, words), np.uint64)
+        self.work_spans = np.empty((3, 2, height), np.int32)
+        self.runs = np.empty((4, runs), np.int32)
+        self.parent = np.empty(runs, np.int32)
+        self.gaps = np.empty((4, runs), np.int32)
+        self.canvas = np.empty(area, np.uint8)
+        self.filled_box = np.empty(4, np.int64)
         self.border = np.empty(area, np.uint32)
         self.removed = np.empty(area, np.uint32)
         self.queue = np.empty((area, 2), np.int32)
         self.segments = np.empty((area, 4), np.int32)
         self.accum = np.zeros(HOUGH_COS.shape[0] * hough_rho_bins(height, width), np.int32)
         self.cells = np.empty(HOUGH_COS.shape[0], np.uint32)
-        self.column_bits = np.empty(width, np.uint8)
-        self.row_bits = np.empty(height, np.uint8)
-        self.bounds = np.zeros((3, 4), np.int64)
-        tiles = ((height + TILE - 1) // TILE, (width + TILE - 1) // TILE)
-        self.tile_label = np.zeros(tiles, np.int32)
-        self.stack = np.empty((tiles[0] * tiles[1], 2), np.int64)
-        self.cluster_bounds = np.empty((tiles[0] * tiles[1] + 1, 4), np.int64)
-        self.keep = np.empty(tiles[0] * tiles[1] + 1, np.bool_)
-        self.tile_columns = np.empty(tiles[1] * TILE, np.uint8)  # TILE = 16: two words per tile
-        self.region = np.empty(4, np.int64)
+        self.points = np.empty((4 * height * width + 1, 2), np.int32)  # a border visits a pixel 4 times at most
+        self.end_points = np.empty(4, np.int32)
+        self.column = np.empty(words, np.uint64)
 
-    def relevant_region(self, mask: np.ndarray, bounds: Bounds, spread: int, min_area: float,
-                        margin: int) -> Bounds | None:
-        """See _relevant_region; None when no cluster can matter."""
-        if _is_empty(bounds):
+    def line(self, plane: int, spec: PostprocessSpec) -> np.ndarray | None:
+        """See shapes._line_of; the end points as float64 [[x1, y1], [x2, y2]], or None."""
+        if not _line_of(self.planes[plane], self.spans[plane], self.bounds[plane], self.height,
+                        self.width, spec.morph_iterations, math.floor(2 * spec.min_line_area),
+                        spec.hough_threshold, spec.hough_min_length, spec.hough_max_gap,
+                        self.work, self.work_spans, self.column, self.runs, self.parent, self.gaps, self.canvas, self.filled_box,
+                        self.border, self.removed, THINNING_TABLE, HOUGH_COS, HOUGH_SIN, self.accum,
+                        self.queue, self.cells, self.segments, self.end_points):
             return None
-        if not _relevant_region(mask, *bounds, spread, math.ceil(min_area), margin, self.tile_label,
-                                self.stack, self.cluster_bounds, self.keep, self.tile_columns,
-                                self.region):
-            return None
-        return tuple(int(v) for v in self.region)
+        return self.end_points.reshape(2, 2).astype(np.float64)
 
-    def canvas(self, height: int, width: int) -> np.ndarray:
-        """A zeroed C-contiguous height x width view of the shared image buffer."""
-        view = self.image[: height * width].reshape(height, width)
-        view[:] = 0
-        return view
+    def box(self, min_area: float) -> np.ndarray | None:
+        """The seed's box: corners of the min-area rect of VTB's largest external contour, or None."""
+        count = _box_contour(self.planes[VTB], self.spans[VTB], self.bounds[VTB], self.height,
+                             self.width, math.ceil(2 * min_area), self.runs, self.parent,
+                             self.points)
+        if count == 0:
+            return None
+        return cv2.boxPoints(cv2.minAreaRect(self.points[:count])).astype(np.float64)
 
 
 _local = threading.local()
@@ -88,64 +97,6 @@ def _scratch_for(height: int, width: int) -> _Scratch:
     if scratch is None:
         scratch = cache[(height, width)] = _Scratch(height, width)
     return scratch
-
-
-def _largest_contour(region: np.ndarray, offset: tuple[int, int], passes) -> np.ndarray | None:
-    """The seed's choice: the largest external contour whose area ``passes``, else None.
-
-    Contours come in frame coordinates (``offset`` is the region's top-left corner (x, y)); the
-    first of equal areas wins, as Python's ``max`` picks it in the seed.
-    """
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
-    best, best_area = None, -1.0
-    for contour in contours:
-        area = cv2.contourArea(contour)
-        if passes(area) and area > best_area:
-            best, best_area = contour, area
-    return best
-
-
-def _line_of(mask: np.ndarray, bounds: Bounds, spec: PostprocessSpec, scratch: _Scratch) -> np.ndarray | None:
-    """The seed's line for one class: end points of the longest Hough segment of the skeleton."""
-    min_area = spec.min_line_area
-    # A contour must exceed min_area; the bound on a contour's area is a whole number.
-    spread = spec.morph_iterations * (MORPH_KERNEL.shape[0] // 2)  # how far the clean-up moves pixels
-    found = scratch.relevant_region(mask, bounds, spread, math.floor(min_area) + 1, 2 * spread + 2)
-    if found is None:
-        return None
-    height, width = mask.shape
-    top, bottom, left, right = found
-    region = mask[top:bottom, left:right]
-    if spec.morph_iterations:
-        region = cv2.morphologyEx(region, cv2.MORPH_OPEN, MORPH_KERNEL, iterations=spec.morph_iterations)
-        region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, MORPH_KERNEL, iterations=spec.morph_iterations)
-    best = _largest_contour(region, (left, top), lambda area: area > min_area)
-    if best is None:
-        return None
-    x, y, w, h = cv2.boundingRect(best)
-    filled = scratch.canvas(h + 2, w + 2)  # one empty pixel all round, as skimage pads
-    cv2.drawContours(filled, [best], -1, 1, cv2.FILLED, offset=(1 - x, 1 - y))
-    _thin_in_place(filled, THINNING_TABLE, scratch.border, scratch.removed)
-    found = _hough_segments(filled, y - 1, x - 1, height, width, HOUGH_COS, HOUGH_SIN, scratch.accum,
-                            spec.hough_threshold, spec.hough_min_length, spec.hough_max_gap,
-                            scratch.queue, scratch.cells, scratch.segments)
-    if found == 0:
-        return None
-    segments = scratch.segments[:found]
-    squared = (segments[:, 2] - segments[:, 0]) ** 2 + (segments[:, 3] - segments[:, 1]) ** 2
-    return segments[int(np.argmax(squared))].reshape(2, 2).astype(np.float64)
-
-
-def _box_of(mask: np.ndarray, bounds: Bounds, min_area: float, scratch: _Scratch) -> np.ndarray | None:
-    """The seed's box: min-area rect corners of the largest external contour."""
-    found = scratch.relevant_region(mask, bounds, 0, min_area, 1)
-    if found is None:
-        return None
-    top, bottom, left, right = found
-    best = _largest_contour(mask[top:bottom, left:right], (left, top), lambda area: area >= min_area)
-    if best is None:
-        return None
-    return cv2.boxPoints(cv2.minAreaRect(best)).astype(np.float64)
 
 
 def _output_masks(shape: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
@@ -168,27 +119,23 @@ def postprocess_spine(labels: np.ndarray, spec: PostprocessSpec = PostprocessSpe
     height, width = labels.shape
     masks = _output_masks((height, width), out)
     scratch = _scratch_for(height, width)
-    highest = _split_classes(labels, masks, scratch.bounds, scratch.column_bits, scratch.row_bits)
+    highest = _split_classes(labels, masks, scratch.planes, scratch.spans, scratch.bounds, scratch.columns)
     if highest > LABEL_EPI:
         raise ValueError(f"labels: value {highest} is not a spine class (0 background, 1 MID, 2 VTB, 3 EPI)")
-    bounds = [tuple(int(v) for v in row) for row in scratch.bounds]
-    kernel = np.ones((spec.gap_kernel, spec.gap_kernel), np.uint8)
-    # Both fixes read the other class from the labels, i.e. from the original masks.
-    bounds[VTB] = _add_overlap(masks[VTB], bounds[VTB], labels, LABEL_MID, bounds[MID], kernel, spec.gap_iterations)
-    bounds[MID] = _add_overlap(masks[MID], bounds[MID], labels, LABEL_EPI, bounds[EPI], kernel, spec.gap_iterations)
-
-    mid = _line_of(masks[MID], bounds[MID], spec, scratch)
+    gap_reach = (spec.gap_kernel - 1) // 2 * spec.gap_iterations  # the dilation's square, merged as OpenCV does
+    _fix_gaps(masks, scratch.planes, scratch.spans, scratch.bounds, gap_reach, scratch.work, scratch.work_spans,
+              scratch.column)
+    mid = scratch.line(MID, spec)
     if mid is None:
-        for plane, b in enumerate(bounds):
-            if not _is_empty(b):
-                masks[plane, b[0]:b[1], b[2]:b[3]] = 0
+        for plane, (top, bottom, left, right) in enumerate(scratch.bounds):
+            masks[plane, top:bottom, left:right] = 0
         return SpineGeometry(masks, None, None, None)
-    epi = _line_of(masks[EPI], bounds[EPI], spec, scratch)
-    vtb = _box_of(masks[VTB], bounds[VTB], spec.min_box_area, scratch)
+    epi = scratch.line(EPI, spec)
+    vtb = scratch.box(spec.min_box_area)
     return SpineGeometry(masks, mid, vtb, epi)
 
 
-def _nonzero_bounds(image: np.ndarray) -> Bounds | None:
+def _nonzero_bounds(image: np.ndarray) -> tuple[int, int, int, int] | None:
     x, y, w, h = cv2.boundingRect(image)
     return None if w == 0 else (y, y + h, x, x + w)
 
