@@ -2,8 +2,7 @@
 
 Which steps a model applies is decided after training on its val predictions (nnU-Net's rule: a
 step is kept where it changes them and that class's val Dice does not fall;
-usseg.train.postprocess_choice) and
-recorded in the contract (``postprocess.largest_component``, ``postprocess.fill_holes``: class
+usseg.train.postprocess_choice) and recorded in the contract (``postprocess.largest_component``, ``postprocess.fill_holes``: class
 names). The finisher applies them to the model-size label map before anything else reads it;
 training decides with these same functions, so what was measured on val is what runs.
 
@@ -82,7 +81,6 @@ def content_of(letterbox: Letterbox) -> tuple[slice, slice]:
     """The rows and columns of a model-size map that show the frame."""
     return (slice(letterbox.top, letterbox.top + letterbox.new_h),
             slice(letterbox.left, letterbox.left + letterbox.new_w))
-
 
 
 def describe(chosen: Mapping[str, Sequence[str]]) -> str:
