@@ -90,7 +90,7 @@ class FusedRecipe:
 
     Args:
         recipe: the model's preprocessing recipe (``supports(recipe)`` must be None).
-        frame_hw: the one (height, width) of the uint8 grey frames ``run`` takes.
+        frame_hw: the one (height, width) of the uint8 grey frames ``run`` and ``run_batch`` take.
         input_hw: the model input's (height, width); the frame is letterboxed into it.
         stream: a Numba CUDA stream to run on (default: one of its own).
 
@@ -265,7 +265,7 @@ class FusedRecipe:
                                    f"(the model input of {n} frame{'s' if n > 1 else ''})")
         if not array.is_c_contiguous():
             raise FusedRecipeError("output: the model input buffer must be C-contiguous")
-        return array.reshape(n, h, w)
+        return array if shape == (n, h, w) else array.reshape(n, h, w)
 
     # -- for checks -----------------------------------------------------------------------------
     def enhanced(self, index: int = 0) -> np.ndarray:
