@@ -22,6 +22,7 @@ import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -82,8 +83,10 @@ class InGraphPreparer:
 
 class FusedPreparer:
     """The fused CUDA kernels, run where the engine's session calls run (its CUDA graph's thread),
-    writing each frame's input at its address in the bound device input. One kernel set per frame
-    size (the last four kept); a call with a frame size they refuse goes the host path whole.
+    writing the frames' inputs into the bound device input: each run of consecutive frames of one
+    size in one ``run_batch`` (one launch per kernel for all of them, at the first one's address).
+    One kernel set per frame size (the last four kept); a call with a frame size they refuse goes
+    the host path whole.
     ``stream``: the kernels' stream (None: each kernel set its own); ``shared``: the session
     computes on it too, so the kernels return without waiting and the graph queues behind them."""
 
@@ -96,16 +99,18 @@ class FusedPreparer:
         self.input_hw = (contract.input.height, contract.input.width)
         self.host = HostPreparer(contract)
         self._kernels: dict[tuple[int, int], Any] = {}
-        self._views: dict[int, Any] = {}
+        self._views: dict[tuple[int, int], Any] = {}
 
     def __call__(self, frames: Sequence[Any], buffers: Any) -> ModelInput:
         greys = [to_grey8(frame) for frame in frames]
         kernels = [self._kernels_for(grey.shape) for grey in greys]
         if any(k is None for k in kernels):
             return self.host(frames, buffers)
-        letterboxes = [self.on_engine_thread(k.run, grey, self._view(buffers.device_input(i)), None,
-                                             self.synchronize)
-                       for i, (k, grey) in enumerate(zip(kernels, greys))]
+        letterboxes: list[Letterbox] = []
+        for k, run in groupby(zip(kernels, greys), key=lambda pair: pair[0]):
+            batch = [grey for _, grey in run]
+            view = self._view(buffers.device_input(len(letterboxes)), len(batch))
+            letterboxes += self.on_engine_thread(k.run_batch, batch, view, None, self.synchronize)
         return ModelInput(frames, letterboxes, on_device=True)
 
     def _kernels_for(self, frame_hw: tuple[int, int]) -> Any:
@@ -121,13 +126,15 @@ class FusedPreparer:
                                                                                 self.stream)
         return self._kernels[frame_hw]
 
-    def _view(self, address: int) -> Any:
-        """A device array over the bound input at ``address``, made once per address."""
-        view = self._views.get(address)
+    def _view(self, address: int, frames: int) -> Any:
+        """A device array over ``frames`` frames' inputs of the bound input from ``address``
+        ([frames, H, W]), made once per address and count."""
+        view = self._views.get((address, frames))
         if view is None:
             if len(self._views) > 64:
                 self._views.clear()
-            view = self._views[address] = self.cuda.device_array_from_pointer(address, self.input_hw, np.float32)
+            view = self._views[address, frames] = self.cuda.device_array_from_pointer(
+                address, (frames, *self.input_hw), np.float32)
         return view
 
 

@@ -195,10 +195,12 @@ def test_multi_frame_mode_uses_a_second_session_without_graph(models, frames, mo
 # -- preprocessing paths ---------------------------------------------------------------------------------
 class FakeFusedRecipe:
     """The fused kernels' interface; writes what the host path writes, at the device address it is
-    given, and records the stream it was made for and whether each run waited for it."""
+    given, and records the stream it was made for, each call's frame count and where it wrote,
+    and whether each call waited for the stream."""
 
     made: ClassVar[list] = []
     waits: ClassVar[list] = []
+    calls: ClassVar[list] = []
 
     def __init__(self, recipe, frame_hw, input_hw, stream=None):
         self.recipe, self.frame_hw, self.input_hw, self.stream = recipe, frame_hw, input_hw, stream
@@ -210,16 +212,18 @@ class FakeFusedRecipe:
             return "only the recipe 'none' here"
         return "frames too small" if frame_hw is not None and frame_hw[0] < 16 else None
 
-    def run(self, frame, out, stream=None, synchronize=True):
+    def run_batch(self, frames, out, stream=None, synchronize=True):
         address = out.__cuda_array_interface__["data"][0]
-        assert out.__cuda_array_interface__["shape"] == self.input_hw
-        x, letterbox = preprocess(frame, self.recipe, *self.input_hw)
+        assert out.__cuda_array_interface__["shape"] == (len(frames), *self.input_hw)
+        prepared = [preprocess(frame, self.recipe, *self.input_hw) for frame in frames]
+        x = np.stack([p[0] for p in prepared])
         view = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_float * x.size).from_address(address))
         view[:] = x.ravel()
         FakeFusedRecipe.waits.append(synchronize)
+        FakeFusedRecipe.calls.append((self.frame_hw, len(frames), address))
         if synchronize and self.stream is not None:
             self.stream.synchronize()
-        return letterbox
+        return [p[1] for p in prepared]
 
 
 class FakeStream:
@@ -251,7 +255,7 @@ def fused_module(monkeypatch):
     module.device_array_from_pointer = FakeDeviceArray
     module.compute_stream = lambda: None  # Numba's simulator: no stream to share
     monkeypatch.setitem(sys.modules, "usseg.runtime.cuda", module)
-    FakeFusedRecipe.made, FakeFusedRecipe.waits = [], []
+    FakeFusedRecipe.made, FakeFusedRecipe.waits, FakeFusedRecipe.calls = [], [], []
     return module
 
 
@@ -271,6 +275,25 @@ def test_fused_preprocessing_is_chosen_on_cuda_and_fills_the_bound_input(models,
         np.testing.assert_array_equal(result.labels, reference_labels(models["logits"], frame))
 
 
+def test_multi_frame_call_prepares_each_run_of_one_frame_size_in_one_kernel_call(models, frames, monkeypatch,
+                                                                                 fused_module):
+    """N frames of one size: one run_batch at the first frame's input; frames of another size
+    between them split the call into runs, each at its own frames' place in the device input."""
+    FakeGpu(monkeypatch)
+    seg = Segmenter(models["dynamic"], device="cuda")
+    wide = np.ascontiguousarray(np.repeat(frames[1], 2, axis=1))  # 24x64: another kernel set
+    batch = [frames[0], frames[1], frames[2], wide, frames[0]]
+    host = Segmenter(models["dynamic"], device="cpu")
+    for frame, result in zip(batch, seg.batch(batch)):
+        np.testing.assert_array_equal(result.labels, host(frame).labels)
+    base, stride = FakeFusedRecipe.calls[0][2], 24 * 32 * 4
+    assert [(hw, n, address - base) for hw, n, address in FakeFusedRecipe.calls] == [
+        ((24, 32), 3, 0), ((24, 64), 1, 3 * stride), ((24, 32), 1, 4 * stride)]
+    FakeFusedRecipe.calls.clear()
+    seg.batch(frames)
+    assert [n for _, n, _ in FakeFusedRecipe.calls] == [3]
+
+
 def test_kernels_and_graph_share_one_stream_and_only_the_readback_waits(models, frames, monkeypatch,
                                                                        fused_module):
     """The CUDA provider is given the kernels' stream as user_compute_stream, in every session
@@ -287,7 +310,8 @@ def test_kernels_and_graph_share_one_stream_and_only_the_readback_waits(models, 
     assert len(on_gpu) == 2 and all(p.options(CUDA)["user_compute_stream"] == str(0x7F3A_0000_1200) for p in on_gpu)
     assert seg.model_info()["shared_compute_stream"] is True
     assert all(k.stream is stream for k in seg.preparer._kernels.values())
-    assert FakeFusedRecipe.waits == [False] * 6 and stream.waits == 0
+    assert FakeFusedRecipe.waits == [False] * 4 and stream.waits == 0  # 3 frames one by one, then 3 in one call
+    assert [n for _, n, _ in FakeFusedRecipe.calls] == [1, 1, 1, 3]
 
 
 @pytest.mark.parametrize("case", ["simulator", "not reported back", "tensorrt"])

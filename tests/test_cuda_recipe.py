@@ -122,10 +122,10 @@ frames = np.load(args["frames"], allow_pickle=True)["frames"]
 cuda, out = target().cuda, []
 for frame, (h, template, search) in zip(frames, args["windows"]):
     table, shift = nlm_weights(h, template, search)
-    src = cuda.to_device(np.ascontiguousarray(frame))
+    src = cuda.to_device(np.ascontiguousarray(frame)[None])  # one frame: [1, H, W]
     dst = cuda.device_array_like(src)
     nlm.launch(src, dst, cuda.to_device(table), template, search, shift, 0)
-    out.append(dst.copy_to_host())
+    out.append(dst.copy_to_host()[0])
 np.savez(args["out"], *out)
 """
 
@@ -179,6 +179,80 @@ def test_flat_frame_gives_zeros(tmp_path):
     assert (enhanced == 77).all() and not inputs.any()
 
 
+# Runs the fused recipe on the frames of frames.npz in one run_batch, then one by one, counting
+# the simulator's kernel launches (each ``kernel[grid, block, stream]``) of each call.
+BATCH_RUNNER = """
+import json, sys
+import numpy as np
+from numba.cuda.simulator.kernel import FakeCUDAKernel
+from usseg.runtime.cuda import FusedRecipe
+from usseg.runtime.preprocess import get_recipe
+
+args = json.loads(sys.argv[1])
+frames = np.load(args["frames"])["frames"]
+fused = FusedRecipe(get_recipe(args["recipe"]), frames.shape[1:], tuple(args["input_hw"]))
+launches, configure = [], FakeCUDAKernel.__getitem__
+
+def counted(kernel, configuration):
+    configured = configure(kernel, configuration)
+    launches.append([kernel.fn.__name__, [int(n) for n in configured.grid_dim]])
+    return configured
+
+FakeCUDAKernel.__getitem__ = counted
+out = fused.input_array(len(frames))
+boxes = fused.run_batch(frames if args["as_array"] else list(frames), out)
+report = {"batch": launches[:], "one": [], "boxes": [[b.top, b.left, b.new_h, b.new_w] for b in boxes]}
+inputs, enhanced = out.copy_to_host()[:, 0], np.stack([fused.enhanced(i) for i in range(len(frames))])
+one, one_inputs, one_enhanced = fused.input_array(), [], []
+for frame in frames:
+    launches.clear()
+    fused.run(frame, one)
+    report["one"].append(launches[:])
+    one_inputs.append(one.copy_to_host()[0, 0])
+    one_enhanced.append(fused.enhanced())
+np.savez(args["out"], inputs=inputs, enhanced=enhanced, one_inputs=np.stack(one_inputs),
+         one_enhanced=np.stack(one_enhanced))
+print(json.dumps(report))
+"""
+
+BATCH_CASES = [
+    # recipe, frame size, model input, frames, the kernels of one call in order: what the case adds
+    ("nlm-tiny", (30, 40), (16, 16), 2,
+     ["area_taps", "nlm", "clahe_lut", "clahe_apply", "unsharp", "reduce_range", "write_input"]),  # every step
+    ("realtime", (24, 32), (16, 16), 3,
+     ["area_block", "clahe_lut", "clahe_apply", "unsharp", "reduce_range", "write_input"]),  # 2x shrink, 3 frames
+    ("none", (16, 20), (16, 24), 3, ["reduce_range", "write_input"]),  # no shrink: the frames are the content
+]
+
+
+@pytest.mark.parametrize("recipe,frame_hw,input_hw,count,kernels", BATCH_CASES)
+def test_one_launch_per_kernel_for_n_frames_equals_the_frames_one_by_one(tmp_path, recipe, frame_hw, input_hw,
+                                                                          count, kernels):
+    """run_batch launches each kernel once for all N frames (its grid N times one frame's), and
+    writes each frame's model input and 8-bit image exactly as run does for that frame alone."""
+    frames = phantom(count, frame_hw, seed=7)
+    np.savez(tmp_path / "frames.npz", frames=np.stack(frames))
+    args = {"frames": str(tmp_path / "frames.npz"), "out": str(tmp_path / "out.npz"), "recipe": recipe,
+            "input_hw": list(input_hw), "as_array": count == 3}
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, "-c", BATCH_RUNNER, json.dumps(args)], capture_output=True, text=True,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = np.load(tmp_path / "out.npz")
+    assert [name for name, _ in report["batch"]] == kernels
+    for single in report["one"]:
+        assert [name for name, _ in single] == kernels
+        for (_, batch_grid), (_, one_grid) in zip(report["batch"], single):
+            assert np.prod(batch_grid) == count * np.prod(one_grid) and count in batch_grid
+    box = Letterbox.fit(*frame_hw, *input_hw)
+    assert report["boxes"] == [[box.top, box.left, box.new_h, box.new_w]] * count
+    np.testing.assert_array_equal(got["inputs"], got["one_inputs"])
+    np.testing.assert_array_equal(got["enhanced"], got["one_enhanced"])
+    assert len({got["inputs"][i].tobytes() for i in range(count)}) == count  # each frame its own input
+    assert_matches_host(frames, recipe, input_hw, got["inputs"], got["enhanced"])
+
+
 API_ERRORS = """
 import json
 import numpy as np
@@ -199,6 +273,12 @@ for bad in (np.zeros((31, 40), np.uint8), np.zeros((30, 40), np.float32)):
         fused.run(bad, fused.input_array())
     except FrameError as exc:
         errors.append(str(exc))
+for frames, out in (([frame, frame], fused.input_array()), ([], fused.input_array()),
+                    ([frame, np.zeros((30, 41), np.uint8)], fused.input_array(2))):
+    try:
+        fused.run_batch(frames, out)
+    except (FusedRecipeError, FrameError) as exc:
+        errors.append(str(exc))
 for pointer, shape in ((0, (1, 1, 24, 32)), (4096, (1, 0, 24, 32)), (4096, (1, 1, 24, 32))):
     try:
         device_array_from_pointer(pointer, shape)
@@ -214,14 +294,17 @@ def test_wrong_buffers_frames_and_pointers_are_refused_with_a_reason():
     out = subprocess.run([sys.executable, "-c", API_ERRORS], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(errors) == 9, errors
+    assert len(errors) == 12, errors
     assert errors[0].startswith("output float64 [1, 1, 24, 32]: expected float32 [1, 1, 24, 32]")
     assert errors[1].startswith("output float32 [1, 1, 24, 31]")
     assert "__cuda_array_interface__" in errors[2]  # a host array is not the device buffer
     assert "takes uint8 grey frames of 30x40" in errors[3] and "float32" in errors[4]
-    assert errors[5].startswith("device pointer 0") and errors[6].startswith("shape (1, 0, 24, 32)")
-    assert "needs a CUDA device" in errors[7]  # the simulator has no device memory to point at
-    assert errors[8] == "stream to share: None"  # nor a stream ONNX Runtime could compute on
+    assert errors[5].startswith("output float32 [1, 1, 24, 32]: expected float32 [2, 1, 24, 32]")  # 2 frames
+    assert errors[6] == "no frames: run_batch takes one or more"
+    assert errors[7].startswith("frame 1 of 2 uint8 (30, 41):")  # the batch names the frame
+    assert errors[8].startswith("device pointer 0") and errors[9].startswith("shape (1, 0, 24, 32)")
+    assert "needs a CUDA device" in errors[10]  # the simulator has no device memory to point at
+    assert errors[11] == "stream to share: None"  # nor a stream ONNX Runtime could compute on
 
 
 # -- what the kernels refuse, before any CUDA is touched ----------------------------------------
@@ -311,7 +394,7 @@ import numba.cuda.dispatcher as dispatcher
 from numba import cuda
 dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from usseg.runtime.cuda import clahe, minmax, nlm, resize, unsharp
-u8, i32, f32 = "uint8[:, ::1]", "int32[:, ::1]", "float32[:, ::1]"
+u8, i32, f32 = "uint8[:, :, ::1]", "int32[:, ::1]", "float32[:, ::1]"  # frames [N, h, w]; tables 2-D
 kernels = {
     "area_block": (resize.kernels().area_block, f"void({u8}, {u8}, int64, int64, boolean, float32)"),
     "area_taps": (resize.kernels().area_taps, f"void({u8}, {u8}, {i32}, {f32}, {i32}, {f32})"),
@@ -319,8 +402,9 @@ kernels = {
     "clahe_lut": (clahe.lut_kernel(8, 60, 80, 37, 0.053125), f"void({u8}, {u8})"),
     "clahe_apply": (clahe.kernels().clahe_apply, f"void({u8}, {u8}, {u8}, int64, {i32}, {f32}, {i32}, {f32})"),
     "unsharp": (unsharp.unsharp_kernel(19, 1.5, -0.5), f"void({u8}, {u8}, int32[::1])"),
-    "reduce_range": (minmax.kernels().reduce_range, "void(uint8[::1], int32[::1])"),
-    "write_input": (minmax.kernels().write_input, f"void({u8}, int32[::1], float32[::1], {f32}, int64, int64)"),
+    "reduce_range": (minmax.kernels().reduce_range, "void(uint8[:, ::1], int32[:, ::1])"),
+    "write_input": (minmax.kernels().write_input, "void(uint8[:, :, ::1], int32[:, ::1], float32[::1], "
+                                                  "float32[:, :, ::1], int64, int64)"),
 }
 report = {}
 for name, (kernel, sig) in kernels.items():

@@ -1,5 +1,6 @@
 """cv2.createCLAHE(clip, (n, n)).apply on 8-bit grey: one block per row of tiles builds their
-LUTs (one warp per tile), then one thread per pixel blends the four nearest tiles' LUTs.
+LUTs (one warp per tile), then one thread per pixel blends the four nearest tiles' LUTs; each of
+the two launches serves the N frames of a batch ([N, h, w] arrays, the frame the grid's last axis).
 
 OpenCV's arithmetic (CLAHE_CalcLut_Body, CLAHE_Interpolation_Body): the image is extended
 (reflect-101) at the bottom and right to a multiple of the grid; each tile's 256-bin histogram is
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .device import grid_2d, target
+from .device import grid_frames, target
 
 # numba.cuda, bound when the first kernel is built; a module global because the simulator
 # swaps the module global of that name for its own while a kernel runs
@@ -30,8 +31,8 @@ BLOCK = (32, 8)
 
 @lru_cache(maxsize=8)
 def lut_kernel(tiles: int, tile_h: int, tile_w: int, clip: int, lut_scale: float):
-    """The LUT kernel for one layout: block ``b`` builds the LUTs of tile row ``b``, thread
-    (lane, column) works on tile (b, column)."""
+    """The LUT kernel for one layout: block (``b``, ``f``) builds the LUTs of tile row ``b`` of
+    frame ``f``, thread (lane, column) works on tile (b, column)."""
     dev = target()
     global cuda
     cuda, reflect101, mul_rn, rint = dev.cuda, dev.reflect101, dev.mul_rn, dev.rint
@@ -40,12 +41,12 @@ def lut_kernel(tiles: int, tile_h: int, tile_w: int, clip: int, lut_scale: float
 
     @cuda.jit
     def clahe_lut(src, lut):
-        height, width = src.shape[0], src.shape[1]
+        height, width = src.shape[1], src.shape[2]
         hist = cuda.shared.array((tiles, 256), np.int32)
         partial = cuda.shared.array((tiles, LANES), np.int32)
         clipped = cuda.shared.array(tiles, np.int32)
         lane, tx = cuda.threadIdx.x, cuda.threadIdx.y
-        ty = cuda.blockIdx.x
+        ty, f = cuda.blockIdx.x, cuda.blockIdx.y
         first = lane * BINS
         for b in range(BINS):
             hist[tx, first + b] = 0
@@ -56,7 +57,7 @@ def lut_kernel(tiles: int, tile_h: int, tile_w: int, clip: int, lut_scale: float
         for i in range(lane, area, LANES):
             r = i // tile_w
             c = i - r * tile_w
-            v = src[reflect101(ty * tile_h + r, height), reflect101(tx * tile_w + c, width)]
+            v = src[f, reflect101(ty * tile_h + r, height), reflect101(tx * tile_w + c, width)]
             cuda.atomic.add(hist, (tx, np.int32(v)), 1)
         cuda.syncthreads()
 
@@ -89,7 +90,7 @@ def lut_kernel(tiles: int, tile_h: int, tile_w: int, clip: int, lut_scale: float
             running = np.int32(running + partial[tx, k])
         for b in range(BINS):
             running = np.int32(running + hist[tx, first + b])
-            lut[ty * tiles + tx, first + b] = np.uint8(min(np.int32(rint(mul_rn(np.float32(running), scale))), 255))
+            lut[f, ty * tiles + tx, first + b] = np.uint8(min(np.int32(rint(mul_rn(np.float32(running), scale))), 255))
 
     return clahe_lut
 
@@ -102,23 +103,26 @@ def kernels() -> SimpleNamespace:
 
     @cuda.jit
     def clahe_apply(src, dst, lut, tiles, rows, row_w, cols, col_w):
-        x, y = cuda.grid(2)
-        if y < dst.shape[0] and x < dst.shape[1]:
-            v = np.int32(src[y, x])
+        x, y, f = cuda.grid(3)
+        if y < dst.shape[1] and x < dst.shape[2]:
+            v = np.int32(src[f, y, x])
             upper, lower = rows[y, 0] * tiles, rows[y, 1] * tiles
             left, right = cols[x, 0], cols[x, 1]
             xa1, xa = col_w[x, 0], col_w[x, 1]
-            top = add_rn(mul_rn(np.float32(lut[upper + left, v]), xa1), mul_rn(np.float32(lut[upper + right, v]), xa))
-            bottom = add_rn(mul_rn(np.float32(lut[lower + left, v]), xa1),
-                            mul_rn(np.float32(lut[lower + right, v]), xa))
-            dst[y, x] = to_u8(add_rn(mul_rn(top, row_w[y, 0]), mul_rn(bottom, row_w[y, 1])))
+            top = add_rn(mul_rn(np.float32(lut[f, upper + left, v]), xa1),
+                         mul_rn(np.float32(lut[f, upper + right, v]), xa))
+            bottom = add_rn(mul_rn(np.float32(lut[f, lower + left, v]), xa1),
+                            mul_rn(np.float32(lut[f, lower + right, v]), xa))
+            dst[f, y, x] = to_u8(add_rn(mul_rn(top, row_w[y, 0]), mul_rn(bottom, row_w[y, 1])))
 
     return SimpleNamespace(clahe_apply=clahe_apply)
 
 
-def launch(src, dst, lut, layout, rows, row_w, cols, col_w, stream) -> None:
-    """CLAHE of ``src`` into ``dst``; ``lut`` is a uint8 [tiles^2, 256] device scratch buffer and
-    ``layout`` the ``tables.ClaheTables`` whose row / column tables are on the device."""
+def launch(src, dst, luts, layout, rows, row_w, cols, col_w, stream) -> None:
+    """CLAHE of the frames ``src`` (uint8 [N, h, w]) into ``dst``; ``luts`` is a uint8
+    [N, tiles^2, 256] device scratch buffer and ``layout`` the ``tables.ClaheTables`` whose row /
+    column tables are on the device. Two launches whatever N."""
     n = layout.tiles
-    lut_kernel(n, layout.tile_h, layout.tile_w, layout.clip, float(layout.lut_scale))[n, (LANES, n), stream](src, lut)
-    kernels().clahe_apply[grid_2d(*src.shape, BLOCK), BLOCK, stream](src, dst, lut, n, rows, row_w, cols, col_w)
+    build = lut_kernel(n, layout.tile_h, layout.tile_w, layout.clip, float(layout.lut_scale))
+    build[(n, src.shape[0]), (LANES, n), stream](src, luts)
+    kernels().clahe_apply[grid_frames(*src.shape, BLOCK), BLOCK, stream](src, dst, luts, n, rows, row_w, cols, col_w)

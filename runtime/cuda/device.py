@@ -92,9 +92,11 @@ def target() -> SimpleNamespace:
                            rint=rint, reflect101=reflect101, to_u8=to_u8)
 
 
-def grid_2d(height: int, width: int, block: tuple[int, int]) -> tuple[int, int]:
-    """Blocks along x (columns) and y (rows) that cover a height x width image."""
-    return (width + block[0] - 1) // block[0], (height + block[1] - 1) // block[1]
+def grid_frames(frames: int, height: int, width: int, block: tuple[int, int]) -> tuple[int, int, int]:
+    """Blocks along x (columns) and y (rows) that cover a height x width image, and along z one
+    per frame: a kernel reads its frame from ``cuda.blockIdx.z`` (``cuda.grid(3)``'s third value,
+    the blocks being flat along z)."""
+    return (width + block[0] - 1) // block[0], (height + block[1] - 1) // block[1], frames
 
 
 def device_array_from_pointer(pointer: int, shape: tuple[int, ...], dtype=np.float32):

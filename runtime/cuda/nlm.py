@@ -16,6 +16,7 @@ new squared difference per cell for the rows, one new row sum per cell for the c
 of ``template``^2. Per offset pair the block makes three passes over shared memory, two barriers
 apart: the row sums, the column sums turned into weights, and each tile pixel's two terms in
 registers. Integer sums are exact in any order, so the result is OpenCV's to the grey level.
+One launch serves the N frames of a batch ([N, H, W] arrays): the grid's z is the frame.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def nlm_kernel(template: int, search: int, table_len: int, shift: int):
 
     @cuda.jit
     def nlm(src, dst, table):
-        height, width = src.shape[0], src.shape[1]
+        height, width = src.shape[1], src.shape[2]
+        f = cuda.blockIdx.z
         win = cuda.shared.array(win_size, np.int32)        # the tile's window, flat, row pitch win_w
         row_sums = cuda.shared.array(rows_size, np.int32)  # per offset: patch-row sums, pitch row_w
         weight = cuda.shared.array(weights_size, np.int32)  # per offset: w(D_q), pitch weight_w
@@ -67,7 +69,7 @@ def nlm_kernel(template: int, search: int, table_len: int, shift: int):
         for i in range(lane, win_size, THREADS):
             wy = i // win_w
             wx = i - wy * win_w
-            win[i] = np.int32(src[reflect101(y0 + wy - border, height), reflect101(x0 + wx - border, width)])
+            win[i] = np.int32(src[f, reflect101(y0 + wy - border, height), reflect101(x0 + wx - border, width)])
         for i in range(lane, table_len, THREADS):
             weights[i] = table[i]
         cuda.syncthreads()
@@ -168,16 +170,17 @@ def nlm_kernel(template: int, search: int, table_len: int, shift: int):
             if py < tile_h and px < tile_w:
                 # OpenCV's rounded quotient, in unsigned 32-bit arithmetic as OpenCV's
                 w = np.uint32(total[k])
-                dst[y0 + py, x0 + px] = np.uint8(np.uint32(np.uint32(est[k]) + (w >> np.uint32(1))) // w)
+                dst[f, y0 + py, x0 + px] = np.uint8(np.uint32(np.uint32(est[k]) + (w >> np.uint32(1))) // w)
 
     return nlm
 
 
 def launch(src, dst, table, template: int, search: int, shift: int, stream) -> None:
-    """Denoise ``src`` (uint8 [H, W]) into ``dst`` with the weights ``table`` (int32 device array)."""
+    """Denoise the frames ``src`` (uint8 [N, H, W]) into ``dst`` with the weights ``table`` (int32
+    device array), one launch."""
     kernel = nlm_kernel(template, search, int(table.shape[0]), shift)
-    height, width = src.shape
-    grid = ((width + TILE_W - 1) // TILE_W, (height + TILE_H - 1) // TILE_H)
+    frames, height, width = src.shape
+    grid = ((width + TILE_W - 1) // TILE_W, (height + TILE_H - 1) // TILE_H, frames)
     kernel[grid, THREADS, stream](src, dst, table)
 
 
@@ -188,7 +191,7 @@ def device_times(frame: np.ndarray, h: float, template: int, search: int, rounds
 
     dev = target()
     table, shift = nlm_weights(h, template, search)
-    src, table_dev = dev.cuda.to_device(np.ascontiguousarray(frame)), dev.cuda.to_device(table)
+    src, table_dev = dev.cuda.to_device(np.ascontiguousarray(frame)[None]), dev.cuda.to_device(table)
     dst = dev.cuda.device_array_like(src)
     stream = dev.cuda.stream()
     launch(src, dst, table_dev, template, search, shift, stream)  # compiles
@@ -201,4 +204,4 @@ def device_times(frame: np.ndarray, h: float, template: int, search: int, rounds
         end.record(stream)
         end.synchronize()
         times.append(dev.cuda.event_elapsed_time(start, end))
-    return times, dst.copy_to_host()
+    return times, dst.copy_to_host()[0]

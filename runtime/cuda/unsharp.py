@@ -5,6 +5,7 @@ a horizontal pass whose sums fit 16 bits exactly, a vertical pass in 1/65,536 un
 up (reflect-101 borders). A block copies its tile plus the blur radius into shared memory, runs the
 horizontal pass into shared memory and the vertical pass per pixel, all in int32. The blend is
 OpenCV's float32 ``fma(img, a, blur * (1 - a))`` (its vector path), rounded to even and clipped.
+One launch serves the N frames of a batch ([N, h, w] arrays): the grid's z is the frame.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .device import grid_2d, target
+from .device import grid_frames, target
 
 # numba.cuda, bound when the first kernel is built; a module global because the simulator
 # swaps the module global of that name for its own while a kernel runs
@@ -35,7 +36,8 @@ def unsharp_kernel(ksize: int, amount: float, beta: float):
 
     @cuda.jit
     def unsharp(src, dst, taps):
-        height, width = src.shape[0], src.shape[1]
+        height, width = src.shape[1], src.shape[2]
+        f = cuda.blockIdx.z
         win = cuda.shared.array((win_h, win_w), np.int32)
         across = cuda.shared.array((win_h, TILE_W), np.int32)
         k = cuda.shared.array(ksize, np.int32)
@@ -45,7 +47,7 @@ def unsharp_kernel(ksize: int, amount: float, beta: float):
         for i in range(lane, win_size, threads):
             wy = i // win_w
             wx = i - wy * win_w
-            win[wy, wx] = np.int32(src[reflect101(y0 + wy - r, height), reflect101(x0 + wx - r, width)])
+            win[wy, wx] = np.int32(src[f, reflect101(y0 + wy - r, height), reflect101(x0 + wx - r, width)])
         for i in range(lane, ksize, threads):
             k[i] = taps[i]
         cuda.syncthreads()
@@ -65,13 +67,14 @@ def unsharp_kernel(ksize: int, amount: float, beta: float):
             for i in range(ksize):
                 acc = np.int32(acc + k[i] * across[ty + i, tx])
             blur = (acc + 32768) >> 16
-            dst[y, x] = to_u8(fma_rn(np.float32(win[ty + r, tx + r]), a, mul_rn(np.float32(blur), b)))
+            dst[f, y, x] = to_u8(fma_rn(np.float32(win[ty + r, tx + r]), a, mul_rn(np.float32(blur), b)))
 
     return unsharp
 
 
 def launch(src, dst, taps, amount: float, stream) -> None:
-    """Unsharp-mask ``src`` into ``dst`` with the fixed-point Gaussian ``taps`` (int32 device array)."""
+    """Unsharp-mask the frames ``src`` (uint8 [N, h, w]) into ``dst`` with the fixed-point Gaussian
+    ``taps`` (int32 device array), one launch."""
     # addWeighted gets beta = 1 - amount in double and computes in float32
     kernel = unsharp_kernel(int(taps.shape[0]), float(amount), float(1.0 - amount))
-    kernel[grid_2d(*src.shape, (TILE_W, TILE_H)), (TILE_W, TILE_H), stream](src, dst, taps)
+    kernel[grid_frames(*src.shape, (TILE_W, TILE_H)), (TILE_W, TILE_H), stream](src, dst, taps)
