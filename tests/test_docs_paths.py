@@ -96,7 +96,7 @@ def test_the_scan_finds_the_pointers_it_checks():
     paths = {m for _, text in everything for m in PATH.findall(text)}
     assert {"runtime/segmenter.py", "docs/gpu.md"} <= paths
     assert any(PATH.findall(t) for w, t in everything if w.endswith(".py") or ".py:" in w)
-    assert PATH.findall("see ../shared/docs/DESIGN.md, https://x.org/runtime/a.py and runtime/b.py.") == ["runtime/b.py"]
+    assert PATH.findall("see ../sibling/docs/DESIGN.md, https://x.org/runtime/a.py and runtime/b.py.") == ["runtime/b.py"]
     assert PATH.findall("tags train/loss and val/x; train/phantom/ and docs/bench/gpu-*; --out docs/x.png") == [
         "train/phantom/", "docs/bench/gpu-*"]
     assert dotted_problem("runtime.segmenter.Segmenter") is None and dotted_problem("runtime.cuda") is None
