@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from usseg.runtime.contract import CLASS_NAME
 
 from ..io import DataError
 from ..maskfolder import id_problem
-from ..problems import EntryError
+from ..problems import EntryError, ProblemLog
 from ..seedformat import read_image_entry
 
 MAX_CLASSES = 255  # masks are 8-bit, background included
@@ -46,6 +47,16 @@ class ImportedFrame:
 class Imported:
     classes: tuple[str, ...]          # background first
     frames: Iterable[ImportedFrame]   # read lazily: a frame at a time
+
+
+def reported(items: Iterable[Any], frame: Callable[..., ImportedFrame], problems: ProblemLog) -> Iterator[ImportedFrame]:
+    """``frame(*item)`` for each item (a tuple of arguments), lazily; an entry that fails is reported
+    by file and key and the next one goes on, as every format's rules ask."""
+    for item in items:
+        try:
+            yield frame(*item)
+        except EntryError as exc:
+            problems.report(exc)
 
 
 def check_classes(classes: tuple[str, ...], where: str) -> tuple[str, ...]:

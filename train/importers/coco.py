@@ -10,7 +10,7 @@ decoded by pycocotools; RLE keeps holes. Classes are the category names in id or
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .base import (
     load_json,
     points_array,
     read_frame_image,
+    reported,
     user_classes,
     whole,
 )
@@ -126,11 +127,4 @@ def read(options: SourceOptions, problems: ProblemLog) -> Imported:
             paint(mask, region, value)
         return ImportedFrame(key, image, mask)
 
-    def frames() -> Iterator[ImportedFrame]:
-        for n, img in enumerate(images):
-            try:
-                yield frame(n, img)
-            except EntryError as exc:
-                problems.report(exc)
-
-    return Imported(classes, frames())
+    return Imported(classes, reported(enumerate(images), frame, problems))

@@ -16,7 +16,6 @@ Classes: the task's labels in the order CVAT lists them (or the label map's), or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from defusedxml import ElementTree
@@ -36,6 +35,7 @@ from .base import (
     number,
     points_array,
     read_frame_image,
+    reported,
     user_classes,
     whole,
 )
@@ -155,14 +155,7 @@ def read_xml(options: SourceOptions, problems: ProblemLog) -> Imported:
             paint(mask, shape_region(shape, h, w, options.line_width, at), value)
         return ImportedFrame(key, image, mask)
 
-    def frames() -> Iterator[ImportedFrame]:
-        for n, el in enumerate(root.findall("image")):
-            try:
-                yield frame(n, el)
-            except EntryError as exc:
-                problems.report(exc)
-
-    return Imported(classes, frames())
+    return Imported(classes, reported(enumerate(root.findall("image")), frame, problems))
 
 
 # -- Segmentation mask 1.1 -------------------------------------------------------------------------------
@@ -224,11 +217,4 @@ def read_mask_export(options: SourceOptions, problems: ProblemLog) -> Imported:
                              f"which labelmap.txt does not list", "label")
         return ImportedFrame(key, image, mask)
 
-    def frames() -> Iterator[ImportedFrame]:
-        for path in paths:
-            try:
-                yield frame(path)
-            except EntryError as exc:
-                problems.report(exc)
-
-    return Imported(classes, frames())
+    return Imported(classes, reported(((path,) for path in paths), frame, problems))

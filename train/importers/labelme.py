@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .base import (
     load_json,
     points_array,
     read_frame_image,
+    reported,
     user_classes,
     whole,
 )
@@ -156,11 +157,4 @@ def read(options: SourceOptions, problems: ProblemLog) -> Imported:
             paint(mask, shape_region(shape, kind, h, w, options.line_width, at), value)
         return ImportedFrame(key, image, mask)
 
-    def frames() -> Iterator[ImportedFrame]:
-        for path in paths:
-            try:
-                yield frame(path)
-            except EntryError as exc:
-                problems.report(exc)
-
-    return Imported(classes, frames())
+    return Imported(classes, reported(((path,) for path in paths), frame, problems))

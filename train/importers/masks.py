@@ -3,7 +3,7 @@ its image's, its class indices against classes.json)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from usseg.runtime.fileio import TMP_MARK
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from usseg.runtime.preprocess import FrameError, to_grey8
 
 from ..io import DataError, read_image
 from ..problems import EntryError, ProblemLog
-from .base import Imported, ImportedFrame, SourceOptions, frame_key, load_json, read_frame_image, user_classes
+from .base import Imported, ImportedFrame, SourceOptions, frame_key, load_json, read_frame_image, reported, user_classes
 
 IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -138,11 +138,4 @@ def read(options: SourceOptions, problems: ProblemLog) -> Imported:
                              f"{image.shape[1]}x{image.shape[0]}", "size")
         return ImportedFrame(key, image, mask, split)
 
-    def frames() -> Iterator[ImportedFrame]:
-        for case in cases:
-            try:
-                yield frame(*case)
-            except EntryError as exc:
-                problems.report(exc)
-
-    return Imported(classes, frames())
+    return Imported(classes, reported(cases, frame, problems))
