@@ -188,6 +188,12 @@ def run_command(name: str, argv: list[str] | None = None, prog: str | None = Non
     args = parser.parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     module = importlib.import_module(command(name).module)
+    code = _exit_code(module, args, name)
+    end_process = getattr(module, "end_process", None)  # a stage whose process must end its own way
+    return code if end_process is None else end_process(code)
+
+
+def _exit_code(module, args: argparse.Namespace, name: str) -> int:
     try:
         return int(module.run(args))
     except ModuleNotFoundError as exc:  # an extra a stage imports only when it runs

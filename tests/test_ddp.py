@@ -19,7 +19,7 @@ from usseg.train.dataset import make_loader, make_val_loader, shard_batches
 from usseg.train.distributed import ranks_from_env, session
 from usseg.train.maskfolder import write_split
 from usseg.train.metrics import by_class
-from usseg.train.train_cli import main
+from usseg.train.train_cli import end_process, main
 
 EPOCHS = 4
 VAL_FRAMES = 5   # batches of 2: [0, 1] [2, 3] [4] -> rank 0 gets two batches (3 frames), rank 1 one
@@ -146,6 +146,25 @@ def test_world_of_one_is_a_plain_process():
         assert not comm.active and comm.is_main and comm.sum(2.0, 3) == (2.0, 3.0)
         model = torch.nn.BatchNorm2d(2)
         assert comm.wrap(model) is model and comm.gather("x") == ["x"]
+
+
+def test_a_process_without_a_group_ends_as_usual():
+    assert end_process(3) == 3  # pytest goes on: no process group was opened here
+
+
+def test_a_worker_that_opened_a_group_ends_at_once_with_its_code():
+    """After a multi-process run the worker's log and output are flushed and it ends with its own
+    exit code, without the interpreter's teardown of the group's threads (train_cli.end_process)."""
+    script = ("import logging, sys\n"
+              "from usseg.train import distributed, train_cli\n"
+              "distributed._opened_group = True  # as session() sets it when it opens a group\n"
+              "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
+              "logging.getLogger('usseg').warning('last log line')\n"
+              "print('last output', end='')\n"
+              "train_cli.end_process(3)\n"
+              "print(' not reached')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and done.stdout == "last output" and done.stderr.strip() == "last log line"
 
 
 @pytest.mark.parametrize("count, batch, world", [

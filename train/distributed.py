@@ -34,6 +34,14 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 T = TypeVar("T")
 
+_opened_group = False  # set once this process has opened a process group (see opened_group)
+
+
+def opened_group() -> bool:
+    """True once ``session`` has opened a process group in this process: its threads live on
+    until the process ends (train_cli.end_process says why that matters)."""
+    return _opened_group
+
 
 def ranks_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int] | None:
     """(rank, world size, local rank) from torchrun's variables, or None when none is set.
@@ -197,11 +205,14 @@ def session(device: torch.device, environ: Mapping[str, str] | None = None) -> I
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        global _opened_group
+        _opened_group = True
     elif dist.get_backend() != backend or dist.get_world_size() != world:
         raise ValueError(f"distributed run: an open process group ({dist.get_backend()}, {dist.get_world_size()} "
                          f"processes) does not fit this run ({backend}, WORLD_SIZE={world})")
     try:
         yield Comm(device=device, rank=rank, world_size=world, local_rank=local, backend=backend)
+        dist.barrier()  # every rank leaves when rank 0 has written the run folder, not before
     finally:
         if owned:
             dist.destroy_process_group()

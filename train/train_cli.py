@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -209,6 +210,26 @@ def run(args: argparse.Namespace) -> int:
         log.warning("no best.pt: no validation gave a mean val Dice (is any structure present in the val "
                     "frames?); %s holds the last epoch", args.out / "last.pt")
     return 0
+
+
+def end_process(code: int) -> int:
+    """``code``, or for a process that took part in a multi-process run (a process group opened):
+    its output flushed and the process ended at once with ``code``.
+
+    DistributedDataParallel keeps the process group, and gloo's or NCCL's threads with it, alive
+    until the process ends (torch 2.13: destroy_process_group leaves them running), and tearing
+    them down with the interpreter can abort a worker (SIGABRT) after a run that succeeded, which
+    torchrun then reports as a failed run. By this point the run folder is complete: every rank
+    left the training session together (``distributed.session``) and rank 0 wrote its files
+    atomically, so nothing is lost by skipping that teardown.
+    """
+    distributed = sys.modules.get("usseg.train.distributed")  # not imported: no group was opened
+    if distributed is None or not distributed.opened_group():
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 main = alias_main("train")
