@@ -64,6 +64,18 @@ def test_too_few_groups_is_an_error_that_says_so():
     assert len(set(splits.values())) == 2
 
 
+def test_groups_with_fewer_frames_per_pattern_than_folds_still_split():
+    """12 one-frame groups, each class-presence pattern on 6 frames (fewer than the 12 folds):
+    StratifiedGroupKFold refuses such a data set, so the groups are dealt unstratified."""
+    ids = [f"f{i:02d}" for i in range(12)] + ["f00b", "f01b"]
+    groups = [f"g{i:02d}" for i in range(12)] + ["g00", "g01"]
+    presence = presence_matrix([{1} if i % 2 else {2} for i in range(12)] + [{2}, {1}], 3)
+    splits = grouped_split(ids, presence, groups, val=0.2, test=0.0, seed=1)
+    assert all(len(s) == 1 for s in sides(splits, ids, groups).values())
+    assert sum(v == "val" for v in splits.values()) >= 2 and set(splits.values()) == {"train", "val"}
+    assert grouped_split(ids, presence, groups, val=0.2, test=0.0, seed=1) == splits
+
+
 def seed_set(root, ids):
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from usseg.train.fingerprint import measure, read_fingerprint, write_fingerprint
-from usseg.train.leakage import THRESHOLD, near_duplicates, thumbnail
+from usseg.train.dataset import split_ids
+from usseg.train.leakage import THRESHOLD, near_duplicate_groups, near_duplicates, thumbnail
 from usseg.train.maskfolder import open_mask_folder, read_split, write_classes, write_item, write_split
+from usseg.train.splits import presence_matrix, stratified_split
 from usseg.train.phantom import phantom_frames
 from usseg.train.plan_cli import plan_data
 from usseg.train.prepare import main as prepare_main
@@ -99,3 +101,68 @@ def test_fingerprint_and_plan_report_near_copies(tmp_path, frames, caplog):
     assert read_fingerprint(tmp_path / "fp.json") == fp
     plan_data(tmp_path, "cpu")
     assert "near-duplicates of train frames: 1 of 2 test frames" in caplog.text and "f13 ~ train f2" in caplog.text
+
+
+def reference_groups(thumbs, threshold=THRESHOLD):
+    """Connected components by repeated merging over every pair: the plain reference."""
+    ids, label = list(thumbs), {i: n for n, i in enumerate(thumbs)}
+    changed = True
+    while changed:
+        changed = False
+        for a in ids:
+            for b in ids:
+                if float(thumbs[a] @ thumbs[b]) >= threshold and label[a] != label[b]:
+                    label[a] = label[b] = min(label[a], label[b])
+                    changed = True
+    return label
+
+
+def test_near_duplicate_groups_join_chains_and_keep_the_rest_apart(frames):
+    """a ~ a' ~ a'' share a group even where a and a'' alone would not reach the threshold; the
+    same partition as the all-pairs reference."""
+    thumbs = {f"f{i}": thumbnail(f) for i, f in enumerate(frames[:8])}
+    thumbs["c1"] = thumbnail(near_copy(frames[1], 1))
+    thumbs["c1b"] = thumbnail(near_copy(near_copy(frames[1], 2, (1, 0)), 3, (0, 1)))
+    thumbs["c4"] = thumbnail(near_copy(frames[4], 4))
+    groups = near_duplicate_groups(thumbs)
+    assert groups["f1"] == groups["c1"] == groups["c1b"] and groups["f4"] == groups["c4"]
+    assert len(set(groups.values())) == 8  # the eight independent frames, copies joined to theirs
+    partition = lambda labels: sorted(sorted(i for i in labels if labels[i] == g) for g in set(labels.values()))
+    assert partition(groups) == partition(reference_groups(thumbs))
+    assert near_duplicate_groups({}) == {}
+
+
+def sweep_folder(root, frames, copies):
+    """A mask folder without a val split: independent frames, and ``copies`` near-copies of frames
+    0..3 (a sweep's neighbours), each masked with its own class so that stratification has work."""
+    images = {f"f{i:02d}": f for i, f in enumerate(frames)}
+    for n in range(copies):
+        images[f"f{n % 4:02d}copy{n}"] = near_copy(frames[n % 4], 10 + n)
+    for item_id, image in images.items():
+        mask = np.zeros(image.shape, np.uint8)
+        mask[:8, :8] = 1 + int(item_id[1:3]) % 2
+        write_item(root, item_id, image, mask)
+    write_classes(root, ("background", "a", "b"))
+    write_split(root / "split.csv", {i: "train" for i in images})
+    return open_mask_folder(root)
+
+
+def test_val_carved_from_train_keeps_near_copies_with_their_frame(tmp_path, frames):
+    folder = sweep_folder(tmp_path, frames, copies=12)
+    parts = split_ids(folder, 0.3)
+    thumbs = {i: thumbnail(folder.load(i)[0]) for i in folder.ids("train")}
+    groups = near_duplicate_groups(thumbs)
+    assert parts["val"] and set(parts["train"]) | set(parts["val"]) == set(thumbs)
+    assert not {groups[i] for i in parts["val"]} & {groups[i] for i in parts["train"]}
+    splits = {**{i: "train" for i in parts["train"]}, **{i: "val" for i in parts["val"]}}
+    assert near_duplicates(thumbs, splits).found == 0
+    assert split_ids(folder, 0.3) == parts
+
+
+def test_val_carve_without_near_copies_is_the_stratified_one(tmp_path, frames):
+    folder = sweep_folder(tmp_path, frames, copies=0)
+    ids = folder.ids("train")
+    present = [set(np.unique(folder.load(i)[1]).tolist()) for i in ids]
+    expected = stratified_split(ids, presence_matrix(present, 3), val=0.3, test=0.0, seed=42)
+    parts = split_ids(folder, 0.3)
+    assert parts["val"] == sorted(i for i in ids if expected[i] == "val")

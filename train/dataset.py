@@ -22,7 +22,8 @@ from usseg.runtime.preprocess import Recipe, preprocess
 from .augment import ONLINE, Augmenter, sample_key
 from .losses import target_fields
 from .maskfolder import MaskFolder
-from .splits import presence_matrix, stratified_split
+from .leakage import METHOD, THRESHOLD, near_duplicate_groups, thumbnail
+from .splits import grouped_split, presence_matrix, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,44 @@ VAL_SPLIT_SEED = 42
 
 def split_ids(folder: MaskFolder, val_fraction: float) -> dict[str, list[str]]:
     """train / val / test ids; a data set without a val split gets one carved out of train,
-    stratified on class presence and always the same for the same data."""
+    stratified on class presence and always the same for the same data.
+
+    Near-duplicate train frames (neighbours of one sweep; leakage.py) stay on one side of that
+    carve: a val frame whose near-copy is trained on scores memory, and early stopping and the
+    trials would then favour the network that memorises best.
+    """
     parts = {s: folder.ids(s) for s in ("train", "val", "test")}
     if not parts["train"]:
         raise ValueError(f"{folder.root / 'split.csv'}: no 'train' frames")
     if parts["val"]:
         return parts
     train = parts["train"]
-    present = [set(np.unique(folder.load(i)[1]).tolist()) for i in train]
-    split = stratified_split(train, presence_matrix(present, len(folder.classes)),
-                             val=val_fraction, test=0.0, seed=VAL_SPLIT_SEED)
+    present, thumbs = [], {}
+    for item_id in train:
+        image, mask = folder.load(item_id)
+        present.append(set(np.unique(mask).tolist()))
+        thumbs[item_id] = thumbnail(image)
+    presence = presence_matrix(present, len(folder.classes))
+    groups = near_duplicate_groups(thumbs)
+    linked = len(train) - len(set(groups.values()))  # frames that share a group with an earlier one
+    how = "stratified on class presence"
+    split = None
+    if linked:
+        try:
+            split = grouped_split(train, presence, [str(groups[i]) for i in train], val=val_fraction, test=0.0,
+                                  seed=VAL_SPLIT_SEED)
+            how += f", near-duplicates kept together ({len(set(groups.values()))} groups of {len(train)} frames)"
+        except ValueError:  # (nearly) one sweep: no group to spare for val
+            log.warning("%s: the train frames are near-duplicates of one another (%s >= %s); the val carved "
+                        "from them scores partly memory", folder.root, METHOD, THRESHOLD)
+    if split is None:
+        split = stratified_split(train, presence, val=val_fraction, test=0.0, seed=VAL_SPLIT_SEED)
     parts["train"] = sorted(i for i in train if split[i] == "train")
     parts["val"] = sorted(i for i in train if split[i] == "val")
     if not parts["val"]:
         raise ValueError(f"{folder.root}: no val split and too few train frames ({len(train)}) to take one out")
-    log.info("%s has no val split: took %d of %d train frames as val (stratified on class presence, seed %d)",
-             folder.root, len(parts["val"]), len(train), VAL_SPLIT_SEED)
+    log.info("%s has no val split: took %d of %d train frames as val (%s, seed %d)",
+             folder.root, len(parts["val"]), len(train), how, VAL_SPLIT_SEED)
     return parts
 
 

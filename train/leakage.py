@@ -90,5 +90,27 @@ def near_duplicates(thumbs: dict[str, np.ndarray], splits: dict[str, str], thres
     return Leakage(METHOD, threshold, {s: len(ids) for s, ids in checked.items()}, counts, pairs[:examples])
 
 
+def near_duplicate_groups(thumbs: dict[str, np.ndarray], threshold: float = THRESHOLD) -> dict[str, int]:
+    """Each frame's group: frames joined by a chain of near-duplicate pairs share one (the connected
+    components of the "similarity >= threshold" graph), so that a split by groups cannot put a
+    frame on one side and its near-copy on the other. Numbered 0.. in the order of ``thumbs``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = list(thumbs)
+    if not ids:
+        return {}
+    bank = np.stack([thumbs[i] for i in ids])
+    rows, cols = [], []
+    for start in range(0, len(ids), CHUNK):
+        r, c = np.nonzero(bank[start:start + CHUNK] @ bank.T >= threshold)
+        rows.append(r + start)
+        cols.append(c)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(ids), len(ids)))
+    _, labels = connected_components(graph, directed=False)
+    return dict(zip(ids, labels.tolist()))
+
+
 def thumbnails(items: Iterable[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {item_id: thumbnail(image) for item_id, image in items}

@@ -67,7 +67,8 @@ def grouped_split(ids: list[str], presence: np.ndarray, groups: list[str], val: 
     """Assign each id to train / val / test with every group (a patient, a sweep) on one side.
 
     The groups are dealt into k = min(20, groups) folds by scikit-learn's StratifiedGroupKFold,
-    stratified on each frame's class-presence pattern as far as whole groups allow; test takes the
+    stratified on each frame's class-presence pattern as far as whole groups allow (by GroupKFold,
+    unstratified, where no pattern has as many frames as there are folds); test takes the
     round(test * k) folds (at least one when asked for) whose frames come closest to the test
     fraction, val likewise from the others, train the rest. Deterministic for a seed and the same
     ids, whatever their order.
@@ -75,7 +76,7 @@ def grouped_split(ids: list[str], presence: np.ndarray, groups: list[str], val: 
     Raises:
         ValueError: too few groups to give each asked-for part a group and keep one for training.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to < 1")
@@ -90,10 +91,14 @@ def grouped_split(ids: list[str], presence: np.ndarray, groups: list[str], val: 
                          f"give more groups, or --val 0 / --test 0")
     fold = np.zeros(len(ids), np.int64)
     if n_test + n_val:
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        labels = _pattern_labels(presence)
+        if np.bincount(labels).max() >= k:
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        else:  # no pattern has a frame per fold: StratifiedGroupKFold refuses, and there is nothing to stratify
+            splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
         with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits": expected
             warnings.simplefilter("ignore", UserWarning)
-            for f, (_, held) in enumerate(splitter.split(np.zeros(len(ids)), _pattern_labels(presence), groups)):
+            for f, (_, held) in enumerate(splitter.split(np.zeros(len(ids)), labels, groups)):
                 fold[held] = f
     sizes = np.bincount(fold, minlength=k)
     test_folds = _closest_folds(sizes, range(k), n_test, test * len(ids))
