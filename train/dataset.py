@@ -59,7 +59,7 @@ def split_ids(folder: MaskFolder, val_fraction: float) -> dict[str, list[str]]:
         try:
             split = grouped_split(train, presence, [str(groups[i]) for i in train], val=val_fraction, test=0.0,
                                   seed=VAL_SPLIT_SEED)
-            how += f", near-duplicates kept together ({len(set(groups.values()))} groups of {len(train)} frames)"
+            how += f"; near-duplicates kept together: {len(set(groups.values()))} groups of {len(train)} frames"
         except ValueError:  # (nearly) one sweep: no group to spare for val
             log.warning("%s: the train frames are near-duplicates of one another (%s >= %s); the val carved "
                         "from them scores partly memory", folder.root, METHOD, THRESHOLD)
@@ -69,8 +69,8 @@ def split_ids(folder: MaskFolder, val_fraction: float) -> dict[str, list[str]]:
     parts["val"] = sorted(i for i in train if split[i] == "val")
     if not parts["val"]:
         raise ValueError(f"{folder.root}: no val split and too few train frames ({len(train)}) to take one out")
-    log.info("%s has no val split: took %d of %d train frames as val (%s, seed %d)",
-             folder.root, len(parts["val"]), len(train), how, VAL_SPLIT_SEED)
+    log.info("%s has no val split: took %d of %d train frames as val (seed %d, %s)",
+             folder.root, len(parts["val"]), len(train), VAL_SPLIT_SEED, how)
     return parts
 
 
