@@ -216,10 +216,11 @@ def end_process(code: int) -> int:
     """``code``, or for a process that took part in a multi-process run (a process group opened):
     its output flushed and the process ended at once with ``code``.
 
-    DistributedDataParallel keeps the process group, and gloo's or NCCL's threads with it, alive
-    until the process ends (torch 2.13: destroy_process_group leaves them running), and tearing
-    them down with the interpreter can abort a worker (SIGABRT) after a run that succeeded, which
-    torchrun then reports as a failed run. By this point the run folder is complete: every rank
+    Once a model has been wrapped in DistributedDataParallel, the process group and its threads
+    stay alive until the process ends (measured with gloo on torch 2.13: destroy_process_group
+    leaves them running, the wrapper deleted or not), and tearing them down with the interpreter
+    can abort a worker (SIGABRT) after a run that succeeded, which torchrun then reports as a
+    failed run. By this point the run folder is complete: every rank
     left the training session together (``distributed.session``) and rank 0 wrote its files
     atomically, so nothing is lost by skipping that teardown.
     """
