@@ -14,10 +14,15 @@ created, and points ``numba.config.CACHE_DIR`` at it. The first that takes a fil
 
 A folder asked for (1, 2) that cannot be written, and falling back to 4, are logged as warnings;
 with none of them writable the kernels compile on every start, with a warning.
+
+Inside the chosen folder the kernels go to a subfolder named by a hash of the runtime's sources
+(``sources_key``): Numba checks a cached kernel against its own file only, so a kernel that calls
+kernels of another file would otherwise keep their old code when only that other file changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -25,6 +30,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 
@@ -49,7 +55,7 @@ def kernel(func: Callable) -> Callable:
     """``numba.njit(nogil=True)`` with an on-disk cache in the folder chosen for this process."""
     with _lock:
         if not _plan.chosen:
-            _plan.folder, _plan.chosen = _choose_folder(), True
+            _plan.folder, _plan.chosen = _choose_folder(sources_key(Path(__file__).parent)), True
         if _plan.folder is not None:
             numba.config.CACHE_DIR = _plan.folder  # again each time: Numba resets it when NUMBA_* change
             try:
@@ -67,27 +73,37 @@ def _user_cache_folder() -> str:
     return os.path.join(base, "usseg", "numba")
 
 
-def _choose_folder() -> str | None:
-    """The first writable folder of the module docstring's list, saying what was passed over."""
+def sources_key(package: Path) -> str:
+    """16 hex digits of a hash of every ``.py`` file under ``package`` (relative names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _choose_folder(key: str) -> str | None:
+    """``key`` inside the first writable folder of the module docstring's list, saying what was
+    passed over."""
     asked = [(name, path) for name, path in (("NUMBA_CACHE_DIR", numba.config.CACHE_DIR),
                                              (CACHE_DIR_ENV, os.environ.get(CACHE_DIR_ENV))) if path]
     for name, path in asked:
         folder = path if name == "NUMBA_CACHE_DIR" else os.path.join(path, "numba")
-        if _writable(folder):
-            return folder
+        if _writable(os.path.join(folder, key)):
+            return os.path.join(folder, key)
         log.warning("Numba cache: %s=%s cannot be written; looking further", name, path)
     user = _user_cache_folder()
-    if _writable(user):
-        return user
+    if _writable(os.path.join(user, key)):
+        return os.path.join(user, key)
     try:
         private = os.path.join(_private_temp_folder(), "numba")
     except OSError as error:
         log.debug("Numba cache: no private temp folder: %s", error)
         private = None
-    if private is not None and _writable(private):
+    if private is not None and _writable(os.path.join(private, key)):
         log.warning("Numba cannot cache kernels in the user cache folder %s (is HOME writable?); caching them in "
                     "%s (set %s to choose the folder)", user, private, CACHE_DIR_ENV)
-        return private
+        return os.path.join(private, key)
     log.warning("Numba cannot cache kernels: no writable cache folder (%s); compiling them on every start (set "
                 "%s to a writable folder to keep them)", user, CACHE_DIR_ENV)
     return None

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import usseg.runtime
+from usseg.runtime.jit import sources_key
 from usseg.runtime.postprocess import postprocess_spine
 
 _SCRIPT = """
@@ -144,7 +145,8 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
     assert not cache_indexes(runtime_copy)  # never beside the package's sources
     if name == "user-cache":
         assert said == [] and not any(temp.iterdir())
-        assert kernels <= cache_indexes(user)
+        assert kernels <= cache_indexes(user / sources_key(runtime_copy))  # keyed on the sources
+        assert [p.name for p in user.iterdir()] == [sources_key(runtime_copy)]
     elif name == "numba-env":
         assert said == [] and cache_indexes(tmp_path / "numba-env") == {"decode._argmax"}
         assert not chosen.exists() and not user.exists()
@@ -161,3 +163,18 @@ def test_runtime_starts_and_caches_where_it_can(tmp_path, name):
                         f"compiling them on every start (set USSEG_CACHE_DIR to a writable folder to keep them)"]
         assert not any(temp.iterdir()) and not chosen.exists()
         assert not cache_indexes(tmp_path)
+
+
+def test_the_cache_key_follows_every_source_file(tmp_path):
+    """Any change to any runtime source (a kernel another file's kernel calls, say) is a new cache
+    folder; a copy of the same sources is the same folder."""
+    copy = runtime_copy(tmp_path, blocked=False) / "usseg" / "runtime"
+    key = sources_key(copy)
+    assert key == sources_key(Path(usseg.runtime.__file__).parent) and len(key) == 16
+    nested = next(p for p in sorted(copy.rglob("*.py")) if p.parent != copy)
+    nested.write_bytes(nested.read_bytes() + b"# changed\n")
+    assert sources_key(copy) != key
+    nested.write_bytes(nested.read_bytes()[:-len(b"# changed\n")])
+    assert sources_key(copy) == key
+    (copy / "new_module.py").write_text("")
+    assert sources_key(copy) != key
