@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from usseg.runtime.cli import add_model_option, alias_main
+from usseg.runtime.cli import add_model_option, alias_main, output_folder
 from usseg.runtime.contract import OUTPUT_KINDS
 from usseg.runtime.errors import UsageError
 
@@ -41,7 +41,7 @@ def frame_size(text: str) -> tuple[int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, nargs="?", help=argparse.SUPPRESS)  # usseg-export CHECKPOINT -o FILE
     add_model_option(p, "the checkpoint to export, e.g. runs/demo/run/best.pt", required=False)
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
+    p.add_argument("-o", "--out", type=output_folder, required=True, metavar="DIR",
                    help="output folder (or a file name ending in .onnx)")
     p.add_argument("--name", help="file name in --out (default: model.onnx, model-fp16.onnx, model-int8.onnx)")
     prec = p.add_mutually_exclusive_group()

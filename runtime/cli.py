@@ -91,9 +91,17 @@ def add_device_option(p: argparse.ArgumentParser, allowed: tuple[str, ...] | Non
     p.add_argument("--device", type=checked, default="auto", metavar="DEVICE", help=kinds)
 
 
+def output_folder(text: str) -> Path:
+    """``--out``'s value: a folder, and not an option taken as one (``--out=--resume``)."""
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError(f"{text!r} looks like an option, not a folder (write ./{text} for a folder "
+                                         f"of that name)")
+    return Path(text)
+
+
 def add_out_option(p: argparse.ArgumentParser, help: str, required: bool = True, default: Path | None = None) -> None:
-    p.add_argument("--out", type=Path, required=required and default is None, default=default, metavar="DIR",
-                   help=help + (f" (default {default})" if default is not None else ""))
+    p.add_argument("--out", type=output_folder, required=required and default is None, default=default,
+                   metavar="DIR", help=help + (f" (default {default})" if default is not None else ""))
 
 
 def add_model_option(p: argparse.ArgumentParser, help: str, required: bool = True) -> None:

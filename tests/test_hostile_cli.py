@@ -216,3 +216,28 @@ def subprocess_lock(folder):
     if done.returncode == 3:
         raise fileio.OutputLockedError(done.stdout.strip())
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--data", "data", "--out=--resume"],
+    ["predict", "--model", "m.onnx", "--input", "frames", "--out=-x"],
+    ["export", "--model", "best.pt", "--out=--int8"],
+    ["plan", "--data", "data", "--out=--resume"],
+])
+def test_an_option_given_as_the_output_folder_is_refused_before_anything_runs(args, tmp_path, monkeypatch, capsys):
+    from usseg.runtime.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    value = args[-1].split("=", 1)[1]
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and list(tmp_path.iterdir()) == []
+    assert re.search(rf"error: argument (-o/)?--out: {re.escape(repr(value))} looks like an option, not a folder "
+                     rf"\(write \./{re.escape(value)} for a folder of that name\)", err), err
+
+
+def test_a_folder_whose_name_starts_with_a_dash_is_given_as_a_path(tmp_path):
+    from usseg.runtime.cli import output_folder
+
+    assert output_folder("./--resume") == Path("--resume") and output_folder("runs/-x") == Path("runs/-x")

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from usseg.runtime.cli import add_device_option
+from usseg.runtime.cli import add_device_option, output_folder
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
 from usseg.runtime.provenance import usable_cores
@@ -37,7 +37,8 @@ log = logging.getLogger("usseg.plan")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="mask folder (images/, masks/, split.csv, classes.json)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="where fingerprint.json and plan.json go (default: --data)")
+    p.add_argument("--out", type=output_folder, metavar="DIR",
+                   help="where fingerprint.json and plan.json go (default: --data)")
     add_device_option(p, allowed=DEVICES)
     p.add_argument("--spacing", type=float, help="pixel spacing in mm, recorded in the fingerprint")
 
