@@ -36,9 +36,10 @@ from usseg.runtime.cli import add_device_option, add_model_option, add_out_optio
 from usseg.runtime.contract import SPINE_CLASSES, Contract, PostprocessSpec, default_postprocess
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
+from usseg.runtime.imageio import add_max_pixels_option
 from usseg.runtime.preprocess import preprocess
 
-from .io import DataError, write_json
+from .io import DataError, set_max_pixels, write_json
 from .maskfolder import MaskFolder, open_mask_folder
 from .metrics import DiceAccumulator, SplitScores, by_class, hd95, json_number, mean_dice
 
@@ -298,9 +299,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="mirror test-time augmentation: average the class scores of each frame and its left-right "
                         "mirror (two forward passes per frame; ms_per_frame in the JSON gives the cost)")
+    add_max_pixels_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_max_pixels(args.max_pixels)
     if args.spacing is not None and not args.spacing > 0:
         raise UsageError(f"--spacing {args.spacing}: must be > 0 (mm per pixel)")
     folder = open_mask_folder(args.data)

@@ -23,11 +23,12 @@ from typing import Any
 from usseg.runtime.cli import add_device_option, output_folder
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import make_dirs
+from usseg.runtime.imageio import add_max_pixels_option
 from usseg.runtime.provenance import usable_cores
 
 from .config import DEVICES
 from .fingerprint import Fingerprint, measure, write_fingerprint
-from .io import DataError, write_json
+from .io import DataError, set_max_pixels, write_json
 from .leakage import Leakage
 from .maskfolder import open_mask_folder
 from .plan import Device, Plan, make_plan
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where fingerprint.json and plan.json go (default: --data)")
     add_device_option(p, allowed=DEVICES)
     p.add_argument("--spacing", type=float, help="pixel spacing in mm, recorded in the fingerprint")
+    add_max_pixels_option(p)
 
 
 def detect_device(name: str = "auto") -> Device:
@@ -96,6 +98,7 @@ def write_plan(out: Path, fp: Fingerprint, plan: Plan, extra_reasons: dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    set_max_pixels(args.max_pixels)
     out = args.out or args.data
     if not os.access(out if out.exists() else out.parent, os.W_OK):
         raise DataError(f"{out}: not writable; give --out DIR for fingerprint.json and plan.json")

@@ -25,12 +25,13 @@ import numpy as np
 from usseg.runtime.cli import add_out_option, alias_main
 from usseg.runtime.errors import UsageError
 from usseg.runtime.fileio import TMP_MARK, output_lock, replace_dir
+from usseg.runtime.imageio import add_max_pixels_option
 from usseg.runtime.interrupt import EXIT_CODES, stop_signals, stopped_by
 from usseg.runtime.outfolder import check_out, overlap
 
 from .groups import compile_pattern, frame_groups
 from .importers import FORMATS, Format, Imported, SourceOptions, get_format, read_source
-from .io import DataError
+from .io import DataError, set_max_pixels
 from .leakage import near_duplicates, thumbnail
 from .maskfolder import SPLITS, MaskFolder, open_mask_folder, write_classes, write_item, write_split
 from .problems import EntryError, ProblemLog
@@ -94,6 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           help="the group from each id (file stem): the first capture group, or the whole match")
     p.add_argument("--strict", action="store_true", help="stop at the first bad entry instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    add_max_pixels_option(p)
 
 
 def chosen_format(args: argparse.Namespace) -> Format:
@@ -261,6 +263,7 @@ def group_report(splits: dict[str, str], groups: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_max_pixels(args.max_pixels)
     fmt = check_arguments(args)
     source = args.annotations if fmt.source == "--annotations" else args.masks_dir
     out = args.out

@@ -36,9 +36,11 @@ from usseg.runtime.cli import add_device_option, add_out_option, alias_main
 from usseg.runtime.contract import ContractError
 from usseg.runtime.errors import EXIT_SOME_FAILED, UsageError, UssegError, WriteError
 from usseg.runtime.fileio import output_lock
+from usseg.runtime.imageio import add_max_pixels_option
 from usseg.runtime.interrupt import EXIT_CODES, stop_signals, stopped_by
 
 from .config import DEVICES, PROFILES, TrainConfig, resolve_config
+from .io import set_max_pixels
 
 log = logging.getLogger("usseg.train")
 
@@ -67,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     together.add_argument("--group-pattern", metavar="REGEX",
                           help="with --folds: the group from each id (file stem): the first capture group, or the "
                                "whole match")
+    add_max_pixels_option(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,6 +156,7 @@ def check_masks(data: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_max_pixels(args.max_pixels)
     started = time.monotonic()
     check_paths(args.out, args.data)
     # torch and MONAI load here, after the arguments are checked

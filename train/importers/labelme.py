@@ -20,7 +20,7 @@ import numpy as np
 from usseg.runtime.imageio import ImageError, decode_image
 from usseg.runtime.preprocess import FrameError, to_grey8
 
-from ..io import DataError
+from ..io import DataError, max_pixels
 from ..problems import EntryError, ProblemLog
 from .base import (
     Imported,
@@ -50,7 +50,7 @@ def _decode_png(text: Any, where: str, what: str) -> np.ndarray:
     except (binascii.Error, ValueError):
         raise EntryError(f"{where}: {what} is not valid base64", "form") from None
     try:
-        return decode_image(data, f"{where}: {what}")  # its size checked from the header before decoding
+        return decode_image(data, f"{where}: {what}", max_pixels())  # size checked from the header first
     except ImageError as exc:
         raise EntryError(str(exc), "image") from None
 
