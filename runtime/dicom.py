@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .dicom_deflate import is_deflated, read_deflated
 from .imageio import DEFAULT_MAX_PIXELS, DICOM_SUFFIXES, ImageError, check_frame_size
 
 log = logging.getLogger("usseg.dicom")
@@ -202,23 +203,39 @@ def info_from_dataset(ds: Any, where: str = "DICOM", max_pixels: int | None = DE
 
 
 # -- reading -----------------------------------------------------------------------------------------
-def _dcmread(path: Path, header_only: bool) -> Any:
+def _dcmread(path: Path, header_only: bool, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Any:
+    """pydicom's dataset of ``path``; a deflated file is inflated no further than the pixels its
+    header describes, once that header has passed ``max_pixels`` (dicom_deflate.py)."""
     try:
         import pydicom
+        from pydicom.filereader import read_file_meta_info
     except ImportError:
         raise ImageError(f"{path}: DICOM needs pydicom (pip install 'usseg[dicom]')") from None
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
     try:
+        meta = read_file_meta_info(path)
+        if is_deflated(meta):
+            return read_deflated(path, meta, header_only,
+                                 lambda header: pixel_bytes(info_from_dataset(header, str(path), max_pixels), header))
         return pydicom.dcmread(str(path), stop_before_pixels=header_only)
+    except ImageError:
+        raise
     except Exception as exc:  # noqa: BLE001  (pydicom raises many kinds on a damaged file)
         raise ImageError(f"{path}: not a readable DICOM file ({str(exc)[:200]})") from None
+
+
+def pixel_bytes(info: DicomInfo, ds: Any) -> int:
+    """The bytes of native pixel data ``info`` describes (Bits Allocated per sample, rounded up to
+    whole bytes: an upper bound for 1-bit data)."""
+    allocated = _int(ds, "BitsAllocated", 8, 1, 64, "DICOM")
+    return info.frames * info.rows * info.columns * info.samples * -(-allocated // 8)
 
 
 def read_info(path: str | os.PathLike) -> DicomInfo:
     """The header facts of a DICOM file, without decoding its pixels."""
     path = Path(path)
-    return info_from_dataset(_dcmread(path, header_only=True), str(path), max_pixels=None)
+    return info_from_dataset(_dcmread(path, header_only=True, max_pixels=None), str(path), max_pixels=None)
 
 
 def frames_from_dataset(ds: Any, info: DicomInfo, where: str = "DICOM") -> np.ndarray:
@@ -264,7 +281,7 @@ def read_dicom(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         cannot be decoded or have negative values.
     """
     path = Path(path)
-    ds = _dcmread(path, header_only=False)
+    ds = _dcmread(path, header_only=False, max_pixels=max_pixels)
     info = info_from_dataset(ds, str(path), max_pixels)
     return frames_from_dataset(ds, info, str(path)), info
 
