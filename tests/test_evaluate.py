@@ -148,15 +148,60 @@ def test_spine_geometry_of_a_perfect_prediction(tmp_path):
     assert geo["VTB"]["box_iou"] == pytest.approx(1.0)
 
 
-def _tiny_checkpoint(path):
+def _tiny_checkpoint(path, **extra):
     cfg = get_model_config("tiny")
     torch.manual_seed(0)
     model = build_model(cfg, len(CLASSES))
     contract = Contract(classes=CLASSES, input=InputSpec(height=cfg.height, width=cfg.width),
                         recipe=get_recipe("none"), postprocess=default_postprocess(CLASSES))
     save_checkpoint(path, {"epoch": 0, "model_state_dict": model.state_dict(), "model_config": cfg.to_dict(),
-                           "contract": contract.to_dict()})
+                           "contract": contract.to_dict(), **extra})
     return model.eval(), contract
+
+
+@pytest.fixture
+def carved(two_frames):
+    """two_frames with both frames in train and no val split: a run carves its val out of train."""
+    write_split(two_frames.root / "split.csv", {"a": "train", "b": "train"})
+    return open_mask_folder(two_frames.root)
+
+
+def test_val_of_a_set_without_one_is_the_frames_the_run_chose_on(carved, tmp_path, capsys):
+    _tiny_checkpoint(tmp_path / "m.pt", val_ids=["b"])
+    assert main(["--model", str(tmp_path / "m.pt"), "--data", str(carved.root), "--split", "val",
+                 "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "eval_val.json").read_text())
+    assert result["frames"] == 1 and [f["id"] for f in result["per_frame"]] == ["b"]
+    assert result["frames_from"] == f"the val {tmp_path / 'm.pt'} was chosen on"
+    assert "1 frames from the val" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("val_ids", "message"), [
+    (None, "does not record its val frames"),
+    (["b", "../../etc/passwd"], "1 of its 2 val frames are not train frames"),
+    ("b", "expected a non-empty list of frame ids"),
+    ([], "expected a non-empty list of frame ids"),
+])
+def test_val_ids_from_a_checkpoint_are_checked_against_the_data_set(carved, tmp_path, capsys, val_ids, message):
+    _tiny_checkpoint(tmp_path / "m.pt", **({} if val_ids is None else {"val_ids": val_ids}))
+    assert main(["--model", str(tmp_path / "m.pt"), "--data", str(carved.root), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(tmp_path / "m.pt") in err and "Traceback" not in err
+
+
+def test_an_exported_model_cannot_say_which_val_its_run_carved(carved, tmp_path, capsys):
+    (tmp_path / "m.onnx").write_bytes(b"not read")
+    assert main(["--model", str(tmp_path / "m.onnx"), "--data", str(carved.root), "--split", "val"]) == 2
+    assert "evaluate the checkpoint (RUN/best.pt) instead" in capsys.readouterr().err
+
+
+def test_a_val_split_of_the_data_set_wins_over_the_checkpoint(two_frames, tmp_path):
+    write_split(two_frames.root / "split.csv", {"a": "val", "b": "test"})
+    _tiny_checkpoint(tmp_path / "m.pt", val_ids=["b"])
+    assert main(["--model", str(tmp_path / "m.pt"), "--data", str(two_frames.root), "--split", "val",
+                 "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "eval_val.json").read_text())
+    assert [f["id"] for f in result["per_frame"]] == ["a"] and result["frames_from"] == "split.csv"
 
 
 def test_torch_predictor_answers_at_frame_size(tmp_path):

@@ -239,6 +239,8 @@ def test_tiny_run_learns_and_checkpoint_reloads_identically(folder_dir, tmp_path
     assert contract.classes == SPINE and (contract.input.height, contract.input.width) == (64, 80)
     assert contract.recipe.name == "none" and contract.postprocess.kind == "spine"
     assert set(contract.provenance["val_dice"]) == {"MID", "VTB", "EPI"}
+    # no val split in the data set: the checkpoint names the frames the run carved and validated on
+    assert state["val_ids"] == trainer.parts["val"] == split_ids(open_mask_folder(folder_dir), cfg.val_fraction)["val"]
     model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt"))
     x = torch.rand(2, 1, 64, 80)
     trainer.model.eval()

@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and JSON-like values:
     epoch, model_state_dict, optimizer_state_dict, scheduler_state_dict (or None),
     best_val_score, model_config (dict), contract (dict, see usseg.runtime.contract),
-    train_config (dict), val_dice (dict class -> Dice), history (list of per-epoch dicts)
+    train_config (dict), val_dice (dict class -> Dice), history (list of per-epoch dicts),
+    val_ids (the ids of the frames val Dice was measured on)
 With a weight average (train config ``ema``), model_state_dict is the average (what evaluation
 and export use) and trained_state_dict the weights training goes on from; ema_updates counts
 the average's updates.
@@ -61,6 +62,22 @@ def checkpoint_contract(state: dict[str, Any], path: str | os.PathLike = "checkp
         return Contract.from_dict(state["contract"])
     except ContractError as exc:
         raise DataError(f"{path}: {exc}") from None
+
+
+def checkpoint_val_ids(state: dict[str, Any], path: str | os.PathLike, known: list[str]) -> list[str]:
+    """The ids of the frames the run measured val Dice on, each one of ``known`` (the data set's
+    train ids: a value from the file never names a path by itself)."""
+    ids = state.get("val_ids")
+    if ids is None:
+        raise DataError(f"{path}: the checkpoint does not record its val frames (written by an older usseg); "
+                        "train again, or give the data set a val split in split.csv")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise DataError(f"{path}: key 'val_ids': expected a non-empty list of frame ids")
+    unknown = sorted(set(ids) - set(known))
+    if unknown:
+        raise DataError(f"{path}: key 'val_ids': {len(unknown)} of its {len(ids)} val frames are not train frames "
+                        f"of this data set (first: {unknown[0][:80]!r}); was it trained on another one?")
+    return list(ids)
 
 
 def model_from_checkpoint(state: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:

@@ -125,6 +125,23 @@ def load_predictor(path: str | Path, device: str = "auto", tta: bool = False) ->
     return torch_predictor(model_from_checkpoint(state, path), contract, torch_device(device), tta), contract
 
 
+def split_frames(model: str | Path, folder: MaskFolder, split: str) -> tuple[list[str], str]:
+    """The ids to score as ``split`` and where they come from: split.csv, or, for val on a data set
+    without a val split, the frames the checkpoint's run carved out of train and validated on (so
+    the val Dice training reported can be checked and TTA or a threshold chosen on the same frames).
+    """
+    ids = folder.ids(split)
+    if ids or split != "val" or not folder.ids("train"):
+        return ids, "split.csv"
+    model = Path(model)
+    if model.suffix == ".onnx":
+        raise DataError(f"{folder.root / 'split.csv'}: no 'val' frames; an exported model does not record the val "
+                        "its run carved out of train: evaluate the checkpoint (RUN/best.pt) instead")
+    from .checkpoint import checkpoint_val_ids, load_checkpoint
+
+    return checkpoint_val_ids(load_checkpoint(model), model, folder.ids("train")), f"the val {model} was chosen on"
+
+
 def endpoint_error(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean distance of a line's two end points to the other's, in the better of both pairings."""
     direct = np.linalg.norm(pred - true, axis=1).mean()
@@ -183,7 +200,7 @@ class GeometryScore:
 
 def evaluate(predictor: Predictor, folder: MaskFolder, split: str = "test",
              postprocess: PostprocessSpec | None = None, spacing: float | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, ids: list[str] | None = None) -> dict[str, Any]:
     """Score ``predictor`` on ``split`` of ``folder`` at each frame's original size.
 
     Dice: MONAI DiceMetric (seed aggregation, see metrics.py). HD95: MONAI
@@ -192,8 +209,10 @@ def evaluate(predictor: Predictor, folder: MaskFolder, split: str = "test",
     ``spacing`` (mm per pixel) adds HD95 in mm; ``postprocess`` of kind "spine" adds geometry.
     Besides the present-frame Dice: Dice over any frame with the structure, over all pixels,
     false-positive frames and detection rate (see the module docstring and ``DEFINITIONS``).
+    ``ids``: the frames to score under the name ``split`` instead of split.csv's (the val a run
+    carved out of train, ``split_frames``).
     """
-    ids = folder.ids(split)
+    ids = folder.ids(split) if ids is None else ids
     if not ids:
         present = sorted(set(folder.splits.values()))
         raise DataError(f"{folder.root / 'split.csv'}: no {split!r} frames; this data set has {present}")
@@ -292,7 +311,9 @@ def _cell(value: float | None, digits: int) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_option(p, "checkpoint (RUN/best.pt) or exported .onnx model")
     p.add_argument("--data", type=Path, required=True, help="mask folder (see usseg prepare)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="default: test; val on a data set without a val split: the frames the checkpoint's run "
+                        "carved out of train and chose on")
     p.add_argument("--spacing", type=float, help="pixel spacing in mm, adds HD95 in mm")
     add_out_option(p, "output folder: eval_<split>.json with per-frame scores", required=False)
     add_device_option(p)
@@ -309,14 +330,15 @@ def run(args: argparse.Namespace) -> int:
     folder = open_mask_folder(args.data)
     if args.out is not None:
         make_dirs(args.out)
+    ids, source = split_frames(args.model, folder, args.split)
     predictor, contract = load_predictor(args.model, args.device, args.tta)
     if tuple(contract.classes) != tuple(folder.classes):
         raise DataError(f"{args.model}: classes {list(contract.classes)} differ from {args.data}'s {list(folder.classes)}")
-    result = evaluate(predictor, folder, args.split, contract.postprocess, args.spacing, progress=True)
+    result = evaluate(predictor, folder, args.split, contract.postprocess, args.spacing, progress=True, ids=ids)
     chosen = {step: list(getattr(contract.postprocess, step)) for step in STEPS}
-    result = {"model": str(args.model), "data": str(args.data), "tta": bool(args.tta),
+    result = {"model": str(args.model), "data": str(args.data), "tta": bool(args.tta), "frames_from": source,
               "postprocess_chosen_on_val": chosen, **result}
-    print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames, at original size"
+    print(f"{args.model} on {args.data} ({args.split}, {result['frames']} frames from {source}, at original size"
           f"{', mirror TTA' if args.tta else ''}; {result['ms_per_frame']:.1f} ms per frame)")
     print(f"post-processing chosen on val, applied: {describe(chosen)}")
     print(format_report(result))

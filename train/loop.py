@@ -218,6 +218,9 @@ class Trainer:
             "contract": make_contract(self.cfg, self.classes, provenance).to_dict(),
             "train_config": self.cfg.to_dict(),
             "data_fingerprint": self.fingerprint,
+            # the frames val Dice was measured on: `usseg evaluate --split val` scores the same ones
+            # where the data set has no val split of its own (a carve, a fold)
+            "val_ids": list(self.parts["val"]),
             "val_dice": val_dice,
             "history": self.history,
             "hd_switched_off": self.hd_off,
