@@ -109,9 +109,11 @@ def torch_device(device: str) -> str:
     return device
 
 
-def load_predictor(path: str | Path, device: str = "auto", tta: bool = False) -> tuple[Predictor, Contract]:
+def load_predictor(path: str | Path, device: str = "auto", tta: bool = False,
+                   state: dict[str, Any] | None = None) -> tuple[Predictor, Contract]:
     """A checkpoint (.pt) or an exported model (.onnx) as (predictor, contract); ``tta``: mirror
-    test-time augmentation (the Segmenter's ``flip_tta`` for an exported model)."""
+    test-time augmentation (the Segmenter's ``flip_tta`` for an exported model); ``state``: the
+    checkpoint already loaded from ``path``."""
     path = Path(path)
     if path.suffix == ".onnx":
         from usseg.runtime import Segmenter
@@ -120,26 +122,27 @@ def load_predictor(path: str | Path, device: str = "auto", tta: bool = False) ->
         return (lambda frame: seg(frame).labels), seg.contract
     from .checkpoint import checkpoint_contract, load_checkpoint, model_from_checkpoint
 
-    state = load_checkpoint(path)
+    state = load_checkpoint(path) if state is None else state
     contract = checkpoint_contract(state, path)
     return torch_predictor(model_from_checkpoint(state, path), contract, torch_device(device), tta), contract
 
 
-def split_frames(model: str | Path, folder: MaskFolder, split: str) -> tuple[list[str], str]:
+def split_frames(model: str | Path, folder: MaskFolder, split: str,
+                 state: dict[str, Any] | None) -> tuple[list[str], str]:
     """The ids to score as ``split`` and where they come from: split.csv, or, for val on a data set
     without a val split, the frames the checkpoint's run carved out of train and validated on (so
     the val Dice training reported can be checked and TTA or a threshold chosen on the same frames).
+    ``state``: the loaded checkpoint, None for an exported model.
     """
     ids = folder.ids(split)
     if ids or split != "val" or not folder.ids("train"):
         return ids, "split.csv"
-    model = Path(model)
-    if model.suffix == ".onnx":
+    if state is None:
         raise DataError(f"{folder.root / 'split.csv'}: no 'val' frames; an exported model does not record the val "
                         "its run carved out of train: evaluate the checkpoint (RUN/best.pt) instead")
-    from .checkpoint import checkpoint_val_ids, load_checkpoint
+    from .checkpoint import checkpoint_val_ids
 
-    return checkpoint_val_ids(load_checkpoint(model), model, folder.ids("train")), f"the val {model} was chosen on"
+    return checkpoint_val_ids(state, model, folder.ids("train")), f"the val {model} was chosen on"
 
 
 def endpoint_error(pred: np.ndarray, true: np.ndarray) -> float:
@@ -330,8 +333,13 @@ def run(args: argparse.Namespace) -> int:
     folder = open_mask_folder(args.data)
     if args.out is not None:
         make_dirs(args.out)
-    ids, source = split_frames(args.model, folder, args.split)
-    predictor, contract = load_predictor(args.model, args.device, args.tta)
+    state = None
+    if Path(args.model).suffix != ".onnx":
+        from .checkpoint import load_checkpoint
+
+        state = load_checkpoint(args.model)   # read once: the val frames and the model
+    ids, source = split_frames(args.model, folder, args.split, state)
+    predictor, contract = load_predictor(args.model, args.device, args.tta, state)
     if tuple(contract.classes) != tuple(folder.classes):
         raise DataError(f"{args.model}: classes {list(contract.classes)} differ from {args.data}'s {list(folder.classes)}")
     result = evaluate(predictor, folder, args.split, contract.postprocess, args.spacing, progress=True, ids=ids)
